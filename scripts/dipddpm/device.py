@@ -1,0 +1,50 @@
+"""Pick the compute device from what the job was given.
+
+On a cluster the scheduler exposes the GPU it granted through
+``CUDA_VISIBLE_DEVICES``; an empty value means the job got none, even on a GPU node.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+
+import torch
+
+
+def pick_device(preference: str = "auto") -> torch.device:
+    """``auto`` uses CUDA when the job was granted a GPU, else the CPU."""
+    if preference not in {"auto", "cpu", "cuda"}:
+        raise ValueError(f"device must be one of auto, cpu, cuda; got {preference!r}")
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    granted = visible is None or visible.strip() not in {"", "-1"}
+    if preference == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was requested but no CUDA device is available")
+    if preference == "cuda" or (preference == "auto" and granted and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def describe_device(device: torch.device) -> dict:
+    """What a cell's JSON records about where it ran."""
+    info = {
+        "device": device.type,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "host": platform.node(),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    else:
+        info["cpu"] = platform.processor() or platform.machine()
+    return info
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed torch and numpy's legacy global state; return a fresh CPU generator."""
+    import numpy as np
+
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+    return torch.Generator().manual_seed(seed)

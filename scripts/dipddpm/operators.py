@@ -1,0 +1,95 @@
+"""Forward operators A of the restoration tasks: y = A(x) + n.
+
+DIP fits through the operator (the loss is ||A(f(z)) - y||^2), the data stage uses the
+same operator to make observations, and DDPM guidance uses it for data consistency, so
+the three stages agree on what "the observation" means.
+
+Images are tensors of shape (N, C, H, W) with values in [0, 1].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+TASK_KINDS = ("denoise", "inpaint", "sr")
+SR_KERNELS = ("bicubic", "area")
+
+
+def downsample(x: torch.Tensor, factor: int, kernel: str) -> torch.Tensor:
+    """Anti-aliased downsampling by an integer factor (the SR degradation)."""
+    if kernel == "area":
+        return F.avg_pool2d(x, kernel_size=factor, stride=factor)
+    if kernel == "bicubic":
+        h, w = x.shape[-2:]
+        size = (h // factor, w // factor)
+        return F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True)
+    raise ValueError(f"sr kernel must be one of {SR_KERNELS}; got {kernel!r}")
+
+
+@dataclass
+class Operator:
+    """A task's forward operator.
+
+    ``mask`` (N, 1, H, W), 1 = known pixel, is set for inpainting; ``factor`` and
+    ``kernel`` for super-resolution. ``loss_weight`` is what DIP multiplies its squared
+    residual with: the mask for inpainting (so unknown pixels never enter the loss),
+    ones otherwise.
+    """
+
+    kind: str
+    mask: torch.Tensor | None = None
+    factor: int = 1
+    kernel: str = "bicubic"
+
+    def __post_init__(self) -> None:
+        if self.kind not in TASK_KINDS:
+            raise ValueError(f"task kind must be one of {TASK_KINDS}; got {self.kind!r}")
+        if self.kind == "inpaint" and self.mask is None:
+            raise ValueError("an inpainting operator needs a mask")
+        if self.kind == "sr" and self.factor < 2:
+            raise ValueError(f"super-resolution needs factor >= 2; got {self.factor}")
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "inpaint":
+            return x * self.mask
+        if self.kind == "sr":
+            return downsample(x, self.factor, self.kernel)
+        return x
+
+    def to(self, device: torch.device | str) -> Operator:
+        mask = None if self.mask is None else self.mask.to(device)
+        return Operator(self.kind, mask=mask, factor=self.factor, kernel=self.kernel)
+
+    def select(self, index) -> Operator:
+        """The operator restricted to some images of the batch (mask rows follow)."""
+        mask = None if self.mask is None else self.mask[index]
+        return Operator(self.kind, mask=mask, factor=self.factor, kernel=self.kernel)
+
+    def observation_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        if self.kind != "sr":
+            return tuple(shape)
+        *lead, h, w = shape
+        return (*lead, h // self.factor, w // self.factor)
+
+    def residual(self, x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+        """Per-image mean squared residual ||A(x) - y||^2 over observed entries, shape (N,)."""
+        diff = (self(x) - observed) ** 2
+        if self.kind == "inpaint":
+            known = self.mask.expand_as(diff).sum(dim=(1, 2, 3)).clamp_min(1.0)
+            return diff.sum(dim=(1, 2, 3)) / known
+        return diff.mean(dim=(1, 2, 3))
+
+    @classmethod
+    def from_arrays(cls, arrays: dict, params: dict) -> Operator:
+        """Build from a degraded-data npz (``mask``) and its task params (``kind`` ...)."""
+        kind = params["kind"]
+        mask = arrays.get("mask")
+        return cls(
+            kind,
+            mask=None if mask is None else torch.as_tensor(mask, dtype=torch.float32),
+            factor=int(params.get("factor", 1)),
+            kernel=params.get("kernel", "bicubic"),
+        )
