@@ -1,0 +1,46 @@
+# The two commands of the README: `make run` and `make test`. Both create .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CORES ?= all
+# Point the pipeline at a local CIFAR-10 copy: make run CIFAR10=../shared/data
+CIFAR10 ?=
+# GPUs this machine can give to jobs (rules that need one declare resources: gpu=1).
+GPUS ?= $(shell nvidia-smi -L 2>/dev/null | grep -c '^GPU' || echo 0)
+CONFIG ?= config/config.yaml
+ARGS ?=
+
+CIFAR10_CONFIG := $(if $(CIFAR10),--config 'data={"cifar10": {"source": "archive", "path": "$(abspath $(CIFAR10))/cifar10-jpeg-{split}.tar.gz"}}',)
+SNAKEMAKE := $(BIN)/snakemake --workflow-profile workflow/profiles/local --cores $(CORES) \
+	--resources gpu=$(GPUS) --configfile $(CONFIG)
+
+.PHONY: run test dry-run lint format report clean-venv
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+run: $(BIN)/.installed
+	$(SNAKEMAKE) $(CIFAR10_CONFIG) $(ARGS)
+
+dry-run: $(BIN)/.installed
+	$(SNAKEMAKE) --dry-run $(CIFAR10_CONFIG) $(ARGS)
+
+report: $(BIN)/.installed
+	$(SNAKEMAKE) --report results/report/snakemake-report.html $(CIFAR10_CONFIG) $(ARGS)
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest $(ARGS)
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/snakefmt --check Snakefile workflow/rules
+	$(BIN)/snakemake --lint --configfile $(CONFIG)
+
+format: $(BIN)/.installed
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+	$(BIN)/snakefmt Snakefile workflow/rules

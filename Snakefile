@@ -1,0 +1,18 @@
+# DIP + DDPM reference pipeline. This file stays thin: configuration, validation,
+# rule includes and the default target. The rules live in workflow/rules/.
+from snakemake.utils import min_version
+
+min_version("9.20")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_targets(),
