@@ -47,7 +47,8 @@ def _describe(error: ValidationError) -> str:
             "exclusiveMinimum": ">",
             "exclusiveMaximum": "<",
         }[error.validator]
-        return f"'{key}': {error.instance!r} is out of range; it must be {bound} {error.validator_value}"
+        limit = f"{bound} {error.validator_value}"
+        return f"'{key}': {error.instance!r} is out of range; it must be {limit}"
     if error.validator == "type":
         return f"'{key}': {error.instance!r} has the wrong type; expected {error.validator_value}"
     if error.validator == "required":

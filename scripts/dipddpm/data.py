@@ -362,7 +362,7 @@ def shape_images(
     shapes = {img.shape for img in images}
     if len(shapes) > 1:
         listing = ", ".join(
-            f"{n}: {i.shape[0]}x{i.shape[1]}" for n, i in zip(image_set.names, images)
+            f"{n}: {i.shape[0]}x{i.shape[1]}" for n, i in zip(image_set.names, images, strict=True)
         )
         raise ValueError(
             f"images of one set must share a shape after cropping; got {listing}. "
