@@ -14,6 +14,8 @@ rule prepare_dataset:
         meta=f"{DATA}/{{dataset}}/meta.json",
     log:
         f"{LOGS}/data/{{dataset}}.log",
+    conda:
+        "../../environment.yml"
     threads: 1
     params:
         spec=lambda wc: dataset_spec(wc.dataset),
@@ -36,6 +38,8 @@ rule degrade:
         ),
     log:
         f"{LOGS}/data/{{dataset}}/task~{{task}}/seed~{{seed}}.log",
+    conda:
+        "../../environment.yml"
     threads: 1
     params:
         task=lambda wc: task_spec(wc.task),
