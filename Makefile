@@ -12,7 +12,7 @@ ARGS ?=
 
 CIFAR10_CONFIG := $(if $(CIFAR10),--config 'data={"cifar10": {"source": "archive", "path": "$(abspath $(CIFAR10))/cifar10-jpeg-{split}.tar.gz"}}',)
 SNAKEMAKE := $(BIN)/snakemake --workflow-profile workflow/profiles/local --cores $(CORES) \
-	--resources gpu=$(GPUS) --configfile $(CONFIG)
+	$(if $(filter-out 0,$(GPUS)),--resources gpu=$(GPUS),) --configfile $(CONFIG)
 
 .PHONY: run test dry-run lint format report clean-venv
 

@@ -10,6 +10,8 @@ configfile: "config/config.yaml"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/dip.smk"
+include: "workflow/rules/ddpm.smk"
 
 
 rule all:

@@ -25,11 +25,31 @@ wildcard_constraints:
     task=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     arch=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     seed=r"\d+",
+    mode=r"full|truncated",
+    tmax=r"\d+",
+    ckpt=r"\d+",
+    steps=r"\d+",
+    sched=r"linear|cosine",
+    model=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    start=r"noise|obs|dip",
+    t0=r"\d+|sigma",
+    lam=r"[0-9.]+",
 
 
 DATA = "results/data"
 LOGS = "results/logs"
 BENCH = "results/benchmarks"
+DIP = "results/dip"
+DDPM = "results/ddpm"
+# Paramspace-style cell paths: one key~value directory per parameter.
+TRAIN_ID = "data~{dataset}/mode~{mode}/tmax~{tmax}/sched~{sched}/model~{model}/steps~{steps}/seed~{seed}"
+TRAIN_CELL = f"{DDPM}/train/{TRAIN_ID}"
+SAMPLE_ID = (
+    "data~{dataset}/task~{task}/train~{mode}-t{tmax}/ckpt~{ckpt}"
+    "/start~{start}/t0~{t0}/steps~{steps}/lam~{lam}/seed~{seed}"
+)
+SAMPLE_CELL = f"{DDPM}/sample/{SAMPLE_ID}"
+GENERATE_CELL = f"{DDPM}/generate/train~{{mode}}-t{{tmax}}/ckpt~{{ckpt}}/steps~{{steps}}/seed~{{seed}}"
 
 
 def dataset_spec(name):
@@ -64,5 +84,170 @@ def observation_cells():
     return sorted(cells)
 
 
+def arch_spec(name):
+    return config["dip"]["archs"][name]
+
+
+def dip_fit_params(wildcards):
+    keys = (
+        "iters",
+        "snapshots",
+        "lr",
+        "reg_noise_std",
+        "exp_weight",
+        "backtrack",
+        "wmv_window",
+    )
+    return {key: config["dip"][key] for key in keys}
+
+
+def dip_cell_dir(dataset, task, arch, seed):
+    return f"{DIP}/{dataset}/task~{task}/arch~{arch}/seed~{seed}"
+
+
+def dip_cells():
+    """(dataset, task, arch, seed) of every DIP cell in the grid."""
+    cells = set()
+    for block in config["dip"]["grid"]:
+        for combo in itertools.product(
+            block["datasets"], block["tasks"], block["archs"]
+        ):
+            cells.update((*combo, seed) for seed in config["dip"]["seeds"])
+    return sorted(cells)
+
+
+def dip_targets():
+    return [f"{dip_cell_dir(*cell)}/metrics.csv" for cell in dip_cells()]
+
+
+def ddpm_modes():
+    """(mode, t_max) of every training mode; a full model's t_max is T."""
+    T = config["ddpm"]["T"]
+    return [
+        (m["mode"], m.get("t_max", T) if m["mode"] == "truncated" else T)
+        for m in config["ddpm"]["modes"]
+    ]
+
+
+def train_cell_dir(mode, tmax, seed=None):
+    ddpm = config["ddpm"]
+    return TRAIN_CELL.format(
+        dataset=ddpm["dataset"],
+        mode=mode,
+        tmax=tmax,
+        sched=ddpm["schedule"],
+        model=ddpm["model"],
+        steps=ddpm["steps"],
+        seed=ddpm["seeds"][0] if seed is None else seed,
+    )
+
+
+def trained_checkpoint(mode, tmax, ckpt):
+    """The checkpoint a sampling cell uses: the configured model trained in `mode`."""
+    return f"{train_cell_dir(mode, tmax)}/step~{ckpt}.pt"
+
+
+def prior_input(wildcards):
+    """The DIP cell whose output is the prior of a `dip` start; none for other starts."""
+    if wildcards.start != "dip":
+        return []
+    arch = config["ddpm"]["sample"]["prior_arch"]
+    return f"{dip_cell_dir(wildcards.dataset, wildcards.task, arch, wildcards.seed)}/output.npz"
+
+
+def sample_cell(mode, tmax, ckpt, start, t0, steps, lam, seed):
+    sample = config["ddpm"]["sample"]
+    return SAMPLE_CELL.format(
+        dataset=sample["dataset"],
+        task=sample["task"],
+        mode=mode,
+        tmax=tmax,
+        ckpt=ckpt,
+        start=start,
+        t0=t0,
+        steps=steps,
+        lam=lam,
+        seed=seed,
+    )
+
+
+def sample_cells():
+    """The Example 1 grid: every start point for every model, t0, steps, lam and seed."""
+    sample, T = config["ddpm"]["sample"], config["ddpm"]["T"]
+    final = config["ddpm"]["steps"]
+    is_denoise = task_spec(sample["task"])["kind"] == "denoise"
+    cells = []
+    for (mode, tmax), steps, seed in itertools.product(
+        ddpm_modes(), sample["steps"], sample["seeds"]
+    ):
+        if tmax == T:
+            cells.append((mode, tmax, final, "noise", T, steps, 0.0, seed))
+        if is_denoise:
+            cells.append((mode, tmax, final, "obs", "sigma", steps, 0.0, seed))
+        for t0 in sample["t0"]:
+            if t0 <= tmax:
+                cells.append((mode, tmax, final, "dip", t0, steps, 0.0, seed))
+                cells += [
+                    (mode, tmax, final, "dip", t0, steps, lam, seed)
+                    for lam in sample["lam"]
+                    if lam > 0
+                ]
+    # Training convergence: the middle t0 and most steps at every checkpoint.
+    t0_mid = sorted(sample["t0"])[len(sample["t0"]) // 2]
+    for (mode, tmax), ckpt in itertools.product(
+        ddpm_modes(), config["ddpm"]["checkpoints"]
+    ):
+        if t0_mid <= tmax:
+            cells.append(
+                (
+                    mode,
+                    tmax,
+                    ckpt,
+                    "dip",
+                    t0_mid,
+                    max(sample["steps"]),
+                    0.0,
+                    sample["seeds"][0],
+                )
+            )
+    return sorted(set(cells), key=str)
+
+
+def sample_targets():
+    return [f"{sample_cell(*cell)}/metrics.csv" for cell in sample_cells()]
+
+
+def generate_cell(mode, tmax, ckpt, steps, seed):
+    return GENERATE_CELL.format(mode=mode, tmax=tmax, ckpt=ckpt, steps=steps, seed=seed)
+
+
+def generate_cells():
+    sample, T = config["ddpm"]["sample"], config["ddpm"]["T"]
+    if not sample["generate"]:
+        return []
+    return [
+        (mode, tmax, config["ddpm"]["steps"], steps, seed)
+        for (mode, tmax), steps, seed in itertools.product(
+            ddpm_modes(), sample["steps"], sample["seeds"]
+        )
+        if tmax == T
+    ]
+
+
+def training_targets():
+    return [
+        f"{train_cell_dir(mode, tmax, seed)}/curve.csv"
+        for (mode, tmax), seed in itertools.product(
+            ddpm_modes(), config["ddpm"]["seeds"]
+        )
+    ]
+
+
 def all_targets():
-    return data_targets()
+    return (
+        data_targets()
+        + dip_targets()
+        + training_targets()
+        + sample_targets()
+        + [f"{generate_cell(*c)}/samples.npz" for c in generate_cells()]
+    )

@@ -1,0 +1,178 @@
+"""DDPM stage: training cells (full / truncated) and sampling cells (Example 1).
+
+Sampling methods (the ``method`` column of every sample cell):
+
+- ``ddpm-noise``: the reverse chain from pure noise at T (unconditional; for inpainting
+  the known pixels are kept consistent with the observation).
+- ``ddpm-obs``: denoising only; the scaled observation is x_t at the step whose noise
+  level matches sigma.
+- ``dip+ddpm``: the DIP output forward-diffused to t0 (SDEdit/CCDF style).
+- ``dip-guided``: as ``dip+ddpm``, and at every step the x0 estimate is blended with the
+  DIP output with weight lam (``Guide`` in :mod:`dipddpm.ddpm.sample`).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..ddpm.sample import Guide, diffuse_prior, generate, noise_start, observation_start, sample
+from ..ddpm.train import load_model, train
+from ..device import describe_device, pick_device
+from ..io import image_grid, load_json, load_npz, save_csv, save_json, save_npz, save_png
+from ..metrics import per_image_metrics
+from ..operators import Operator
+from .dip import snapshot_key
+
+log = logging.getLogger("dipddpm")
+
+STARTS = ("noise", "obs", "dip")
+
+
+def run_train_cell(clean_npz, eval_npz, cell: dict, train_cfg: dict, device: str, threads: int,
+                   out_dir, checkpoint_steps: list[int], out_json) -> None:  # fmt: skip
+    """Train one DDPM cell; checkpoints ``out_dir/step~{k}.pt``, ``curve.csv``; resumable."""
+    torch.set_num_threads(max(1, int(threads)))
+    images = load_npz(clean_npz)["images"]
+    held_out = load_npz(eval_npz)["images"][:16]
+    dev = pick_device(device)
+    t_max = None if cell["mode"] == "full" else int(cell["tmax"])
+    log.info("DDPM %s training on %d images (%s), %s", cell["mode"], len(images), dev, cell)
+    curve = train(
+        images,
+        out_dir,
+        preset=cell["model"],
+        schedule=cell["sched"],
+        T=int(train_cfg["T"]),
+        mode=cell["mode"],
+        t_max=t_max,
+        steps=int(cell["steps"]),
+        batch_size=int(train_cfg["batch_size"]),
+        lr=float(train_cfg["lr"]),
+        ema_decay=float(train_cfg["ema_decay"]),
+        grad_clip=float(train_cfg["grad_clip"]),
+        checkpoint_steps=checkpoint_steps,
+        seed=int(cell["seed"]),
+        device=dev,
+        eval_images=held_out,
+        eval_every=int(train_cfg["eval_every"]),
+        bf16=bool(train_cfg.get("bf16", False)),
+        compile=bool(train_cfg.get("compile", False)),
+        resume_every=int(train_cfg.get("resume_every", 50)),
+        progress=True,
+    )
+    seconds = float(curve["elapsed_s"].max()) if "elapsed_s" in curve else float("nan")
+    save_json(
+        out_json,
+        {**cell, "train": train_cfg, "checkpoints": checkpoint_steps, "seconds": seconds,
+         **describe_device(dev)},
+    )  # fmt: skip
+
+
+def load_observation(degraded_npz, degraded_json) -> tuple[dict, dict, Operator]:
+    data, task = load_npz(degraded_npz), load_json(degraded_json)
+    return data, task, Operator.from_arrays(data, task)
+
+
+def start_point(start: str, diffusion, data: dict, task: dict, prior, t0: str, generator):
+    """(x_start in model space, t_start) for one of the start points.
+
+    ``t0`` is only read for the DIP start; noise starts at T and the observation at the
+    step that matches the task's sigma.
+    """
+    shape = data["clean"].shape
+    if start == "noise":
+        return noise_start(shape, generator), diffusion.T
+    if start == "obs":
+        if task["kind"] != "denoise":
+            raise ValueError(f"start 'obs' needs a denoising task; got {task['kind']!r}")
+        return observation_start(diffusion, data["observed"], float(task["sigma"]) / 255.0)
+    if start == "dip":
+        if prior is None:
+            raise ValueError("start 'dip' needs a DIP prior")
+        return diffuse_prior(diffusion, prior, int(t0), generator), int(t0)
+    raise ValueError(f"start must be one of {STARTS}; got {start!r}")
+
+
+def method_name(start: str, lam: float) -> str:
+    if start == "dip":
+        return "dip-guided" if lam > 0 else "dip+ddpm"
+    return f"ddpm-{start}"
+
+
+def run_sample_cell(ckpt, degraded_npz, degraded_json, prior_npz, prior_iters: int | None,
+                    cell: dict, sampler: str, eta: float, device: str, threads: int,
+                    out_npz, out_metrics, out_json, out_preview) -> None:  # fmt: skip
+    """Restore a degraded set with a trained DDPM from one start point; write metrics."""
+    torch.set_num_threads(max(1, int(threads)))
+    dev = pick_device(device)
+    model, diffusion, meta = load_model(ckpt, dev)
+    data, task, operator = load_observation(degraded_npz, degraded_json)
+    prior = None
+    if prior_npz is not None:
+        prior = load_npz(prior_npz)[snapshot_key(int(prior_iters))]
+    start, lam, steps = cell["start"], float(cell["lam"]), int(cell["steps"])
+    generator = torch.Generator().manual_seed(int(cell["seed"]))
+    x_start, t_start = start_point(start, diffusion, data, task, prior, cell["t0"], generator)
+    check_trained_range(meta, t_start, ckpt)
+    guide = Guide.for_task(operator, data["observed"], x_dip=prior, lam=lam)
+    result = sample(model, diffusion, x_start, t_start, min(steps, t_start), sampler, eta,
+                    guide=guide, generator=generator)  # fmt: skip
+    metrics = per_image_metrics(result.images, data["clean"])
+    method = method_name(start, lam)
+    for key, value in {**cell, "stage": "ddpm", "method": method, "t_start": t_start,
+                       "nfe": result.nfe, "seconds": result.seconds, "device": dev.type,
+                       "sampler": sampler}.items():  # fmt: skip
+        metrics[key] = value
+    save_png(out_preview, image_grid(np.concatenate([data["clean"][:8], result.images[:8]]),
+                                     ncol=min(8, len(result.images))))  # fmt: skip
+    save_csv(out_metrics, metrics)
+    save_json(out_json, {**cell, "method": method, "t_start": t_start, "nfe": result.nfe,
+                         "seconds": result.seconds, "sampler": sampler, "eta": eta,
+                         "checkpoint": str(ckpt), "train_step": meta["step"],
+                         "train_config": meta["config"], **describe_device(dev)})  # fmt: skip
+    save_npz(out_npz, samples=result.images)
+
+
+def check_trained_range(meta: dict, t_start: int, ckpt) -> None:
+    """A truncated model has never seen t > t_max; starting above it is an error."""
+    config = meta["config"]
+    t_max = config.get("t_max") or config["T"]
+    if t_start > t_max:
+        raise ValueError(
+            f"{ckpt} was trained on t <= {t_max} ({config.get('mode')}); "
+            f"it cannot start sampling at t = {t_start}"
+        )
+
+
+def run_generate_cell(ckpt, n: int, cell: dict, sampler: str, eta: float, device: str,
+                      threads: int, out_npz, out_json, out_preview) -> None:  # fmt: skip
+    """Unconditional samples from noise at T; records NFE and wall time."""
+    torch.set_num_threads(max(1, int(threads)))
+    dev = pick_device(device)
+    model, diffusion, meta = load_model(ckpt, dev)
+    generator = torch.Generator().manual_seed(int(cell["seed"]))
+    result = generate(model, diffusion, n, int(cell["steps"]), sampler=sampler, eta=eta,
+                      generator=generator)  # fmt: skip
+    save_png(out_preview, image_grid(result.images[:64]))
+    save_json(out_json, {**cell, "method": "ddpm-noise", "n": n, "nfe": result.nfe,
+                         "seconds": result.seconds, "sampler": sampler, "eta": eta,
+                         "train_step": meta["step"], **describe_device(dev)})  # fmt: skip
+    save_npz(out_npz, samples=result.images)
+
+
+def training_curves(paths: list[str]) -> pd.DataFrame:
+    """Concatenate curve.csv files, adding the cell parameters read from their paths."""
+    frames = []
+    for path in paths:
+        frame = pd.read_csv(path)
+        for part in Path(path).parent.parts:
+            if "~" in part:
+                key, value = part.split("~", 1)
+                frame[key] = value
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -1,0 +1,145 @@
+"""DIP stage: one cell = one (dataset, task, architecture, seed), all images fitted at once."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..device import describe_device, pick_device
+from ..dip.fit import fit_dip
+from ..io import image_grid, load_json, load_npz, save_csv, save_json, save_npz, save_png
+from ..metrics import per_image_metrics
+from ..operators import Operator
+
+log = logging.getLogger("dipddpm")
+
+# Keys of the dip config that shape a fit (the rest, like the grid, only select cells).
+FIT_KEYS = ("iters", "snapshots", "lr", "reg_noise_std", "exp_weight", "backtrack", "wmv_window")
+
+
+def snapshot_key(iteration: int, raw: bool = False) -> str:
+    """Array name of a snapshot in a DIP cell's ``output.npz``."""
+    return f"it{iteration}_raw" if raw else f"it{iteration}"
+
+
+def run_dip_cell(
+    degraded_npz,
+    degraded_json,
+    cell: dict,
+    arch: dict,
+    fit: dict,
+    device: str,
+    threads: int,
+    out_npz,
+    out_trajectory,
+    out_metrics,
+    out_json,
+    out_preview,
+) -> None:
+    """Fit every image of a degraded set and write the cell's outputs.
+
+    ``cell`` holds the wildcards (dataset, task, arch, seed); ``arch`` the named
+    architecture's hyperparameters; ``fit`` the dip config's fitting keys.
+    """
+    torch.set_num_threads(max(1, int(threads)))
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    data, task = load_npz(degraded_npz), load_json(degraded_json)
+    operator = Operator.from_arrays(data, task)
+    dev = pick_device(device)
+    seed = int(cell["seed"])
+    seeds = [seed] * len(data["observed"])  # every image: the fit a single run with `seed` gives
+    kind, hyper = arch["kind"], {k: v for k, v in arch.items() if k != "kind"}
+    snapshots = sorted(set(fit["snapshots"]) | {fit["iters"]})
+    log.info("DIP %s on %s/%s: %d images, %s", kind, cell["dataset"], cell["task"], len(seeds), dev)
+    started = time.time()
+    result = fit_dip(
+        data["observed"],
+        operator,
+        kind,
+        hyper,
+        seeds,
+        iters=int(fit["iters"]),
+        snapshots=snapshots,
+        lr=float(fit["lr"]),
+        reg_noise_std=float(fit["reg_noise_std"]),
+        exp_weight=float(fit["exp_weight"]),
+        backtrack=bool(fit["backtrack"]),
+        clean=data["clean"],
+        device=dev,
+        wmv_window=int(fit.get("wmv_window", 100)),
+    )
+    metrics = snapshot_metrics(result, data, cell, dev)
+    arrays = {snapshot_key(t): out for t, out in result.snapshots.items()}
+    arrays |= {snapshot_key(t, raw=True): out for t, out in result.snapshots_raw.items()}
+    final = result.snapshots[max(result.snapshots)]
+    save_png(out_preview, preview_grid(data, final))
+    save_csv(out_trajectory, result.trajectory)
+    save_csv(out_metrics, metrics)
+    save_json(
+        out_json,
+        {
+            **cell,
+            "arch_params": arch,
+            "fit": {k: fit[k] for k in FIT_KEYS if k in fit},
+            "task_params": task,
+            "seeds": seeds,
+            "snapshots": snapshots,
+            "seconds": result.seconds,
+            "images_per_second": len(seeds) * result.iterations / result.seconds,
+            "started": started,
+            **describe_device(dev),
+        },
+    )
+    save_npz(out_npz, names=data["names"], **arrays)
+
+
+def peak_of(trajectory: pd.DataFrame) -> pd.DataFrame:
+    """Per image: iteration and value of the peak PSNR of the EMA output to the clean image."""
+    best = trajectory.loc[trajectory.groupby("image")["psnr_clean_ema"].idxmax()]
+    return best[["image", "iteration", "psnr_clean_ema"]].rename(
+        columns={"iteration": "peak_iter", "psnr_clean_ema": "peak_psnr"}
+    )
+
+
+def snapshot_metrics(result, data: dict, cell: dict, device: torch.device) -> pd.DataFrame:
+    """One row per image and duration: PSNR/SSIM of the EMA output, timing, peak."""
+    clean = data["clean"]
+    elapsed = result.trajectory.groupby("iteration")["elapsed_s"].max()
+    rows = []
+    for iteration, output in sorted(result.snapshots.items()):
+        frame = per_image_metrics(output, clean)
+        frame["iters"] = iteration
+        frame["seconds"] = float(elapsed.get(iteration, np.nan))
+        rows.append(frame)
+    frame = pd.concat(rows, ignore_index=True).merge(peak_of(result.trajectory), on="image")
+    frame["psnr_input"] = frame["image"].map(input_psnr(data))
+    frame["name"] = frame["image"].map(dict(enumerate(data["names"].tolist())))
+    for key, value in cell.items():
+        frame[key] = value
+    frame["stage"], frame["method"], frame["device"] = "dip", "dip", device.type
+    return frame
+
+
+def input_psnr(data: dict) -> dict[int, float]:
+    """PSNR of the observation itself (upsampled by repetition for SR, masked for inpainting)."""
+    observed, clean = data["observed"], data["clean"]
+    if observed.shape != clean.shape:
+        factor = clean.shape[-1] // observed.shape[-1]
+        observed = observed.repeat(factor, axis=2).repeat(factor, axis=3)
+    frame = per_image_metrics(np.clip(observed, 0, 1), clean)
+    return dict(zip(frame["image"], frame["psnr"], strict=True))
+
+
+def preview_grid(data: dict, restored: np.ndarray, rows: int = 8) -> np.ndarray:
+    """Clean, observed and restored images as three rows."""
+    observed = data["observed"]
+    if observed.shape != data["clean"].shape:
+        factor = data["clean"].shape[-1] // observed.shape[-1]
+        observed = observed.repeat(factor, axis=2).repeat(factor, axis=3)
+    n = min(rows, len(restored))
+    stack = [data["clean"][:n], np.clip(observed[:n], 0, 1), restored[:n]]
+    return image_grid(np.concatenate(stack), ncol=n)
