@@ -12,6 +12,8 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/dip.smk"
 include: "workflow/rules/ddpm.smk"
+include: "workflow/rules/earlystop.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

@@ -34,6 +34,10 @@ wildcard_constraints:
     start=r"noise|obs|dip",
     t0=r"\d+|sigma",
     lam=r"[0-9.]+",
+    sampleset=r"(sample|generate)/.+",
+    stages=r"\d+",
+    schedule=r"linear|cosine|geometric",
+    smax=r"[0-9.]+",
 
 
 DATA = "results/data"
@@ -41,6 +45,30 @@ LOGS = "results/logs"
 BENCH = "results/benchmarks"
 DIP = "results/dip"
 DDPM = "results/ddpm"
+METRICS = "results/metrics"
+EARLYSTOP_ID = "{dataset}/task~{task}/arch~{arch}/schedule~{schedule}/stages~{stages}/smax~{smax}/seed~{seed}"
+EARLYSTOP_CELL = f"results/earlystop/{EARLYSTOP_ID}"
+TABLES = "results/tables"
+FIGURES = "results/figures"
+REPORT = "results/report"
+TABLE_NAMES = [
+    "method_comparison",
+    "steps_to_quality",
+    "fid",
+    "training_convergence",
+    "dip_by_architecture",
+    "earlystop",
+]
+FIGURE_NAMES = [
+    "quality_vs_steps",
+    "dip_trajectories",
+    "dip_t0_heatmap",
+    "fid_vs_steps",
+    "training_curves",
+    "qualitative",
+    "earlystop_curves",
+    "gap_distribution",
+]
 # Paramspace-style cell paths: one key~value directory per parameter.
 TRAIN_ID = "data~{dataset}/mode~{mode}/tmax~{tmax}/sched~{sched}/model~{model}/steps~{steps}/seed~{seed}"
 TRAIN_CELL = f"{DDPM}/train/{TRAIN_ID}"
@@ -243,11 +271,86 @@ def training_targets():
     ]
 
 
+def fid_targets():
+    """FID of every unconditional generation and every restoration sample set."""
+    generated = [f"{generate_cell(*cell)}/fid.json" for cell in generate_cells()]
+    restored = [f"{sample_cell(*cell)}/fid.json" for cell in sample_cells()]
+    return generated + restored
+
+
+def qualitative_panels():
+    """{title: (npz, key)} of the fixed qualitative comparison: the first seed's cells."""
+    sample = config["ddpm"]["sample"]
+    seed, steps, T = sample["seeds"][0], max(sample["steps"]), config["ddpm"]["T"]
+    kind = task_spec(sample["task"])["kind"]
+    degraded = degraded_path(sample["dataset"], sample["task"], seed)
+    prior = dip_cell_dir(sample["dataset"], sample["task"], sample["prior_arch"], seed)
+    modes = ddpm_modes()
+    full = next(((m, t) for m, t in modes if t == T), modes[0])
+    prior_model = next(((m, t) for m, t in modes if m == "truncated"), full)
+    t0_mid = sorted(sample["t0"])[len(sample["t0"]) // 2]
+    final = config["ddpm"]["steps"]
+    start = ("obs", "sigma") if kind == "denoise" else ("noise", T)
+    ddpm = sample_cell(*full, final, *start, steps, 0.0, seed)
+    dip_ddpm = sample_cell(*prior_model, final, "dip", t0_mid, steps, 0.0, seed)
+    return {
+        "clean": (degraded, "clean"),
+        # An SR observation is smaller than the other panels; it is left out of the grid.
+        "observed": (degraded, "observed") if kind != "sr" else (None, None),
+        "DIP": (f"{prior}/output.npz", f"it{sample['prior_iters']}"),
+        "DDPM": (f"{ddpm}/samples.npz", "samples"),
+        f"DIP+DDPM (t0={t0_mid})": (f"{dip_ddpm}/samples.npz", "samples"),
+    }
+
+
+def earlystop_cells():
+    es = config.get("earlystop")
+    if not es or not es.get("grid"):
+        return []
+    cells = set()
+    for block in es["grid"]:
+        for combo in itertools.product(
+            block["tasks"],
+            block["archs"],
+            block["schedules"],
+            block["stages"],
+            [f"{smax:g}" for smax in block["sigma_max"]],
+            config["dip"]["seeds"],
+        ):
+            cells.add((es["dataset"], *combo))
+    return sorted(cells)
+
+
+def earlystop_cell_dir(dataset, task, arch, schedule, stages, smax, seed):
+    return EARLYSTOP_CELL.format(
+        dataset=dataset,
+        task=task,
+        arch=arch,
+        schedule=schedule,
+        stages=stages,
+        smax=smax,
+        seed=seed,
+    )
+
+
+def earlystop_targets():
+    return [f"{earlystop_cell_dir(*cell)}/earlystop.csv" for cell in earlystop_cells()]
+
+
+def earlystop_curve_targets():
+    return [f"{earlystop_cell_dir(*cell)}/trajectory.csv" for cell in earlystop_cells()]
+
+
+def report_targets():
+    return [f"{REPORT}/report.md"]
+
+
 def all_targets():
     return (
         data_targets()
         + dip_targets()
         + training_targets()
         + sample_targets()
-        + [f"{generate_cell(*c)}/samples.npz" for c in generate_cells()]
+        + earlystop_targets()
+        + report_targets()
     )

@@ -1,0 +1,21 @@
+"""Adapter for rule earlystop."""
+
+from dipddpm.logs import log_to
+from dipddpm.stages.earlystop import run_cell
+
+with log_to(snakemake.log[0]):
+    run_cell(
+        snakemake.input.npz,
+        snakemake.input.params,
+        cell=snakemake.params.cell,
+        arch=snakemake.params.arch,
+        dip=snakemake.params.dip,
+        es=snakemake.params.es,
+        device=snakemake.params.device,
+        threads=snakemake.threads,
+        out_table=snakemake.output.table,
+        out_curves=snakemake.output.curves,
+        out_trajectory=snakemake.output.trajectory,
+        out_npz=snakemake.output.npz,
+        out_json=snakemake.output.json,
+    )
