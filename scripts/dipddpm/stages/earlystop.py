@@ -1,4 +1,4 @@
-"""Example 2 stage: one early-stopping cell = (dataset, task, arch, schedule, K, sigma_max, seed)."""
+"""Example 2 stage: a cell per (dataset, task, arch, schedule, K, sigma_max, seed)."""
 
 from __future__ import annotations
 
