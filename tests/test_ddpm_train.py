@@ -1,0 +1,164 @@
+"""Training: exact resume, checkpoints, curve, truncated mode, loading for sampling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from dipddpm.ddpm.sample import noise_start, sample
+from dipddpm.ddpm.train import batch_indices, checkpoint_steps_done, load_model, train
+
+MICRO = {"ch": 8, "ch_mult": (1, 2), "attn": (4,), "norm_groups": 4}
+
+
+def data(n: int = 12, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random((n, 3, 8, 8), dtype=np.float32)
+
+
+def run(out_dir, **kwargs) -> pd.DataFrame:
+    settings = dict(
+        preset="tiny",
+        unet_overrides=MICRO,
+        schedule="linear",
+        T=50,
+        steps=6,
+        batch_size=5,
+        lr=1e-3,
+        ema_decay=0.99,
+        grad_clip=1.0,
+        checkpoint_steps=[3, 6],
+        seed=7,
+        device="cpu",
+        eval_images=data(4, seed=1),
+        eval_every=3,
+        warmup=2,
+        resume_every=2,
+        progress=False,
+    )
+    settings.update(kwargs)
+    return train(data(), out_dir, **settings)
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    for key in ("model", "ema"):
+        assert a[key].keys() == b[key].keys()
+        for name in a[key]:
+            assert torch.equal(a[key][name], b[key][name]), f"{key}.{name} differs"
+    for pa, pb in zip(
+        a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True
+    ):
+        for name in pa:
+            assert torch.equal(pa[name], pb[name]), f"optimizer {name} differs"
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("full")
+    curve = run(out)
+    return out, curve
+
+
+@pytest.mark.parametrize("killed_after", [3, 5])
+def test_resume_after_a_kill_reaches_the_same_weights(tmp_path, uninterrupted, killed_after):
+    """Killed after 3 steps resumes from step~3.pt; after 5, from resume.pt (step 4)."""
+    full_dir, full_curve = uninterrupted
+    partial = run(tmp_path, stop_after=killed_after)
+    assert len(partial) == killed_after
+    resumed = run(tmp_path)
+    want = torch.load(full_dir / "resume.pt", weights_only=False)
+    got = torch.load(tmp_path / "resume.pt", weights_only=False)
+    assert got["step"] == want["step"] == 6
+    assert_same_state(got, want)
+    assert torch.equal(
+        torch.load(tmp_path / "step~6.pt", weights_only=False)["model"]["conv_out.weight"],
+        want["model"]["conv_out.weight"],
+    )
+    # The curve is complete and its losses match the uninterrupted run's.
+    assert resumed["step"].tolist() == list(range(1, 7))
+    np.testing.assert_array_equal(resumed["loss"].to_numpy(), full_curve["loss"].to_numpy())
+
+
+def test_checkpoints_and_curve_are_written(uninterrupted):
+    out, curve = uninterrupted
+    assert checkpoint_steps_done(out) == [3, 6]
+    on_disk = pd.read_csv(out / "curve.csv")
+    assert on_disk["step"].tolist() == list(range(1, 7))
+    for column in (
+        "loss",
+        "images_per_s",
+        "elapsed_s",
+        "lr",
+        "psnr_mean",
+        "ema_psnr_mean",
+        "psnr_t50",
+    ):
+        assert column in on_disk.columns
+    evaluated = on_disk.dropna(subset=["psnr_mean"])["step"].tolist()
+    assert evaluated == [3, 6]
+    assert np.isfinite(curve["loss"]).all() and (curve["images_per_s"] > 0).all()
+    state = torch.load(out / "step~3.pt", weights_only=False)
+    assert {"model", "ema", "optimizer", "rng", "step", "config", "curve"} <= set(state)
+    assert state["step"] == 3 and len(state["curve"]) == 3
+    assert not list(out.glob(".*"))  # no temporary files left behind
+
+
+def test_same_seed_same_weights_different_seed_different(tmp_path, uninterrupted):
+    full_dir, _ = uninterrupted
+    run(tmp_path / "a", steps=3, checkpoint_steps=[3])
+    run(tmp_path / "b", steps=3, checkpoint_steps=[3], seed=8)
+    want = torch.load(full_dir / "step~3.pt", weights_only=False)["model"]["conv_in.weight"]
+    same = torch.load(tmp_path / "a" / "step~3.pt", weights_only=False)["model"]
+    other = torch.load(tmp_path / "b" / "step~3.pt", weights_only=False)["model"]
+    assert torch.equal(same["conv_in.weight"], want)
+    assert not torch.equal(other["conv_in.weight"], want)
+
+
+def test_batches_cover_each_epoch_once():
+    seen = torch.cat([batch_indices(12, 4, seed=1, step=k) for k in range(3)])
+    assert sorted(seen.tolist()) == list(range(12))
+    assert torch.equal(batch_indices(12, 5, 1, 2), batch_indices(12, 5, 1, 2))
+
+
+def test_truncated_mode_records_t_max_and_evaluates_within_it(tmp_path):
+    curve = run(tmp_path, mode="truncated", t_max=10, steps=3, checkpoint_steps=[3])
+    state = torch.load(tmp_path / "step~3.pt", weights_only=False)
+    assert state["config"]["mode"] == "truncated" and state["config"]["t_max"] == 10
+    psnr_columns = [c for c in curve.columns if c.startswith("psnr_t")]
+    assert max(int(c.removeprefix("psnr_t")) for c in psnr_columns) == 10
+
+
+def test_bad_mode_settings_are_rejected(tmp_path):
+    with pytest.raises(ValueError, match="t_max"):
+        run(tmp_path, mode="truncated")
+    with pytest.raises(ValueError, match="t_max"):
+        run(tmp_path, mode="full", t_max=10)
+    with pytest.raises(ValueError, match="mode"):
+        run(tmp_path, mode="partial")
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        train(data() * 3, tmp_path, unet_overrides=MICRO, steps=1, progress=False)
+
+
+def test_resume_with_a_changed_config_is_refused(tmp_path):
+    run(tmp_path, steps=2, checkpoint_steps=[2])
+    with pytest.raises(ValueError, match="lr"):
+        run(tmp_path, steps=4, checkpoint_steps=[2], lr=5e-4)
+
+
+def test_load_model_gives_the_ema_weights_ready_to_sample(uninterrupted):
+    out, _ = uninterrupted
+    model, diffusion, meta = load_model(out / "step~6.pt", "cpu")
+    state = torch.load(out / "step~6.pt", weights_only=False)
+    assert meta["step"] == 6 and meta["weights"] == "ema" and diffusion.T == 50
+    assert not model.training
+    assert torch.equal(model.conv_in.weight, state["ema"]["conv_in.weight"])
+    raw, _, _ = load_model(out / "step~6.pt", "cpu", ema=False)
+    assert torch.equal(raw.conv_in.weight, state["model"]["conv_in.weight"])
+    gen = torch.Generator().manual_seed(0)
+    result = sample(
+        model, diffusion, noise_start((2, 3, 8, 8), gen), 50, 5, generator=gen, progress=False
+    )
+    assert result.images.shape == (2, 3, 8, 8) and result.nfe == 5
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        load_model(out / "missing.pt")
