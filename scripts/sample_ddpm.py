@@ -8,7 +8,7 @@ with log_to(snakemake.log[0]):
         snakemake.input.ckpt,
         snakemake.input.npz,
         snakemake.input.params,
-        prior_npz=snakemake.input.get("prior"),
+        prior_npz=snakemake.input.get("prior") or None,
         prior_iters=snakemake.params.prior_iters,
         cell=snakemake.params.cell,
         sampler=snakemake.params.sampler,

@@ -1,0 +1,155 @@
+"""Report generation from small tables, and figures that never crash on missing data."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from dipddpm import aggregate as agg
+from dipddpm import figures as fg
+from dipddpm.report import render_report, scale_name, write_report
+
+
+def _cells(combo_psnr: float) -> pd.DataFrame:
+    """Per-image rows of every method; DIP+DDPM's level is set by the test."""
+    rows = []
+    for image in range(3):
+        jitter = 0.1 * image
+        rows.append(dict(stage="dip", method="dip", arch="unet", iters=500, image=image,
+                         psnr=25.0 + jitter, ssim=0.8, peak_psnr=26.0, task="denoise"))  # fmt: skip
+        for steps in (10, 50):
+            extra = 1.0 if steps == 50 else 0.0
+            rows.append(dict(stage="ddpm", method="ddpm-noise", steps=steps, nfe=steps,
+                             image=image, psnr=15.0 + extra + jitter, ssim=0.4,
+                             task="denoise"))  # fmt: skip
+            rows.append(dict(stage="ddpm", method="ddpm-obs", steps=steps, nfe=steps,
+                             image=image, psnr=21.0 + extra + jitter, ssim=0.6,
+                             task="denoise"))  # fmt: skip
+            rows.append(dict(stage="ddpm", method="dip+ddpm", t0=0.3, steps=steps,
+                             nfe=int(0.3 * steps), arch="unet", iters=500, image=image,
+                             psnr=combo_psnr + extra + jitter, ssim=0.7,
+                             task="denoise"))  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _tables(combo_psnr: float, fid_available: bool) -> dict[str, pd.DataFrame]:
+    fid = pd.DataFrame(
+        [
+            dict(method="ddpm-noise", steps=s, fid=60.0 / s if fid_available else np.nan,
+                 kid_mean=0.01, kid_std=0.001, n_samples=32, available=fid_available,
+                 reason="" if fid_available else "no internet and no local weights at /w.pth")
+            for s in (10, 50)
+        ]
+    )  # fmt: skip
+    curves = pd.DataFrame(
+        [dict(mode=m, t_max=t, step=s, loss=1.0 / s, images_per_s=10.0, eval_psnr=p + s / 100)
+         for m, t, p in (("full", 1000, 15.0), ("truncated", 200, 18.0)) for s in (100, 200, 300)]
+    )  # fmt: skip
+    stops = pd.DataFrame(
+        {"rule": ["wmv", "wmv", "patience", "patience"], "gap_db": [0.2, 0.4, 1.5, 2.5],
+         "within_1db": [1, 1, 0, 0], "iter_gap": [20, 40, 300, 500]}
+    )  # fmt: skip
+    return agg.build_tables(_cells(combo_psnr), curves, fid, stops, 24.0, 20.0)
+
+
+CONFIG = {"scale": "cpu", "seeds": [0, 1], "dip": {"arch": ["unet"], "iters": [500]}}
+
+
+def _assert_clean(text: str) -> None:
+    for banned in ("TODO", "placeholder", "nan dB", "XXX", "TBD"):
+        assert banned.lower() not in text.lower(), banned
+    assert not re.search(r"\bnan\b", text, flags=re.IGNORECASE)
+
+
+def test_report_has_every_section_and_numbers_from_the_tables(tmp_path):
+    tables = _tables(combo_psnr=26.0, fid_available=True)
+    figures = {"quality_vs_steps": str(tmp_path / "figures/quality_vs_steps.png")}
+    out = write_report(tables, figures, CONFIG, "abc1234", tmp_path / "report.md")
+    text = out.read_text()
+    for heading in ("## Setup", "## Findings", "## Comparisons", "## Ablations", "## Figures"):
+        assert heading in text
+    for title in ("Method comparison", "Steps to quality", "FID and KID", "full vs truncated",
+                  "by architecture", "Early-stopping"):  # fmt: skip
+        assert title in text
+    assert "CPU default" in text and "abc1234" in text and "iters: [500]" in text
+    # Numbers computed from the tables: DIP+DDPM at 50 steps = 27.0 + mean jitter 0.1.
+    assert "DIP+DDPM (t0=0.3), reached 27.10 dB with 50 reverse steps" in text
+    assert "beats DIP alone by 2.00 dB" in text
+    assert "24.00 dB was first reached by DIP+DDPM (t0=0.3) at 10 steps (3 network" in text
+    assert "lowest FID was 1.20 for DDPM from noise at 50 steps" in text
+    assert "truncated training (t_max=200) needed 200 steps" in text
+    assert "wmv came closest to the oracle stop (mean gap 0.30 dB" in text
+    assert "![quality_vs_steps](figures/quality_vs_steps.png)" in text
+    assert "*Figure 1:" in text
+    _assert_clean(text)
+
+
+def test_report_says_when_the_combination_does_not_help_and_fid_is_unavailable(tmp_path):
+    tables = _tables(combo_psnr=22.0, fid_available=False)
+    text = render_report(tables, {}, {"scale": "full"}, "deadbee", tmp_path / "report.md")
+    assert "full grid" in text
+    assert "does NOT help over DIP alone" in text
+    assert "FID/KID unavailable: no internet and no local weights at /w.pth" in text
+    assert "No figures were produced" in text
+    _assert_clean(text)
+
+
+def test_report_with_no_results_at_all_still_reads_cleanly(tmp_path):
+    empty = agg.build_tables(pd.DataFrame())
+    text = render_report(empty, {}, {}, "0000000", tmp_path / "report.md")
+    assert "No restoration results were available" in text
+    assert "FID was not computed" in text
+    assert "no `scale` key" in text
+    _assert_clean(text)
+
+
+@pytest.mark.parametrize("scale, name", [("cpu", "CPU default"), ("full", "full grid")])
+def test_scale_names(scale, name):
+    assert scale_name({"scale": scale}) == name
+
+
+def test_figures_are_written_as_png_and_pdf_with_data(tmp_path):
+    cells = _cells(26.0)
+    trajectory = pd.DataFrame(
+        [dict(image=i, arch="unet", iteration=it, psnr_clean=20 + it / 100 - (it / 300) ** 2,
+              wmv=1.0 / (it + 1)) for i in range(2) for it in range(0, 600, 50)]
+    )  # fmt: skip
+    stops = pd.DataFrame({"image": [0, 1], "rule": ["wmv", "wmv"], "stop_iter": [150, 200],
+                          "oracle_iter": [150, 150], "gap_db": [0.0, 0.1]})  # fmt: skip
+    images = np.random.default_rng(0).random((3, 3, 8, 8)).astype(np.float32)
+    written = [
+        *fg.quality_vs_steps(cells, tmp_path / "q"),
+        *fg.dip_trajectories(trajectory, tmp_path / "traj"),
+        *fg.dip_t0_heatmap(cells, tmp_path / "heat"),
+        *fg.qualitative_grid(
+            {"clean": images, "DIP": images[:, :1], "DDPM": None}, tmp_path / "grid", indices=[0, 2]
+        ),  # fmt: skip
+        *fg.earlystop_curves(trajectory, stops, tmp_path / "es"),
+        *fg.gap_distribution(stops, tmp_path / "gap"),
+    ]
+    assert len(written) == 12
+    for path in written:
+        assert path.stat().st_size > 1000
+    assert {p.suffix for p in written} == {".png", ".pdf"}
+
+
+def test_figures_degrade_to_a_no_data_figure(tmp_path):
+    empty = pd.DataFrame()
+    calls = {
+        "q": lambda stem: fg.quality_vs_steps(empty, stem),
+        "traj": lambda stem: fg.dip_trajectories(pd.DataFrame({"iteration": [1]}), stem),
+        "heat": lambda stem: fg.dip_t0_heatmap(_cells(26.0).drop(columns=["t0"]), stem),
+        "fid": lambda stem: fg.fid_vs_steps(
+            pd.DataFrame({"available": [False], "reason": ["no weights"], "fid": [np.nan]}), stem
+        ),
+        "train": lambda stem: fg.training_curves(empty, stem),
+        "grid": lambda stem: fg.qualitative_grid({"clean": None}, stem),
+        "es": lambda stem: fg.earlystop_curves(empty, empty, stem),
+        "gap": lambda stem: fg.gap_distribution(empty, stem),
+    }
+    for name, call in calls.items():
+        paths = call(tmp_path / name)
+        assert [p.name for p in paths] == [f"{name}.png", f"{name}.pdf"]
+        assert all(p.is_file() for p in paths)
