@@ -78,6 +78,8 @@ class Operator:
         """Per-image mean squared residual ||A(x) - y||^2 over observed entries, shape (N,)."""
         diff = (self(x) - observed) ** 2
         if self.kind == "inpaint":
+            # Whatever the observation holds under unknown pixels must not count.
+            diff = diff * self.mask
             known = self.mask.expand_as(diff).sum(dim=(1, 2, 3)).clamp_min(1.0)
             return diff.sum(dim=(1, 2, 3)) / known
         return diff.mean(dim=(1, 2, 3))
