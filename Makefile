@@ -10,7 +10,9 @@ GPUS ?= $(shell nvidia-smi -L 2>/dev/null | grep -c '^GPU' || echo 0)
 CONFIG ?= config/config.yaml
 ARGS ?=
 
-CIFAR10_CONFIG := $(if $(CIFAR10),--config 'data={"cifar10": {"source": "archive", "path": "$(abspath $(CIFAR10))/cifar10-jpeg-{split}.tar.gz"}}',)
+ifneq ($(CIFAR10),)
+CIFAR10_CONFIG := --config 'data={"cifar10": {"source": "archive", "path": "$(abspath $(CIFAR10))/cifar10-jpeg-{split}.tar.gz"}}'
+endif
 SNAKEMAKE := $(BIN)/snakemake --workflow-profile workflow/profiles/local --cores $(CORES) \
 	$(if $(filter-out 0,$(GPUS)),--resources gpu=$(GPUS),) --configfile $(CONFIG)
 

@@ -94,3 +94,11 @@ def test_snakemake_stops_before_any_job(root, tmp_path):
     assert result.returncode != 0
     assert "'device'" in result.stderr + result.stdout
     assert "auto, cpu, cuda" in result.stderr + result.stdout
+
+
+def test_architecture_parameters_are_checked_per_kind(default_config, schema):
+    config = copy.deepcopy(default_config)
+    config["dip"]["archs"]["resnet"]["skip_channels"] = 4
+    message = _error(config, schema)
+    assert "'dip.archs.resnet'" in message and "skip_channels" in message
+    assert "blocks" in message  # the allowed parameters are listed

@@ -77,6 +77,7 @@ def cross_reference_errors(config: dict) -> list[str]:
     errors = []
     for name, spec in datasets.items():
         errors += _dataset_errors(name, spec)
+    errors += _arch_errors(dip["archs"])
     for i, cell in enumerate(dip["grid"]):
         errors += _missing("dataset", f"dip.grid[{i}].datasets", cell["datasets"], datasets)
         errors += _missing("task", f"dip.grid[{i}].tasks", cell["tasks"], tasks)
@@ -90,6 +91,22 @@ def cross_reference_errors(config: dict) -> list[str]:
     reference = config.get("metrics", {}).get("reference")
     if reference is not None:
         errors += _missing("dataset", "metrics.reference", [reference], datasets)
+    return errors
+
+
+def _arch_errors(archs: dict) -> list[str]:
+    """Hyperparameters an architecture does not take (each kind has its own set)."""
+    from .dip.models import ARCH_DEFAULTS
+
+    errors = []
+    for name, spec in archs.items():
+        allowed = ARCH_DEFAULTS[spec["kind"]]
+        unknown = sorted(set(spec) - {"kind"} - set(allowed))
+        if unknown:
+            errors.append(
+                f"'dip.archs.{name}': {unknown} are not parameters of a {spec['kind']!r} "
+                f"network; allowed: {', '.join(sorted(allowed))}"
+            )
     return errors
 
 
