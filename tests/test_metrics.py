@@ -82,3 +82,8 @@ def test_peak_of_a_trajectory():
         }
     )
     assert peak(trajectory) == (100, pytest.approx(25.0))
+
+
+def test_psnr_of_unknown_reference_is_nan():
+    x = np.zeros((3, 8, 8))
+    assert np.isnan(psnr(x, np.full_like(x, np.nan)))

@@ -37,6 +37,8 @@ def psnr(x, ref) -> float:
     """Peak signal-to-noise ratio in dB of one (C, H, W) image against ``ref`` (range 1)."""
     x, ref = _check_pair(x, ref, "psnr")
     mse = float(np.mean((x - ref) ** 2))
+    if math.isnan(mse):  # an unknown reference (NaN) has no PSNR, not the cap
+        return math.nan
     if mse == 0.0:
         return PSNR_CAP_DB
     return float(min(PSNR_CAP_DB, peak_signal_noise_ratio(ref, x, data_range=1.0)))

@@ -21,7 +21,7 @@ rule train_ddpm:
         f"{BENCH}/ddpm/train/{TRAIN_ID}.tsv"
     conda:
         "../../environment.yml"
-    threads: workflow.cores
+    threads: 2
     resources:
         gpu=1,
         runtime=24 * 60,

@@ -1,0 +1,299 @@
+"""Progressive-target supervision for DIP early stopping: targets, rules, the cell."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from dipddpm.earlystop import (
+    CURVE_COLUMNS,
+    TABLE_COLUMNS,
+    ProgressiveDiscrepancyRule,
+    discrepancy_stop,
+    es_wmv_stop,
+    fixed_budget_stop,
+    oracle_stop,
+    progressive_targets,
+    run_earlystop_cell,
+    stage_sigmas,
+)
+from dipddpm.operators import Operator
+
+MICRO_ARCH = {
+    "depth": 2,
+    "channels_down": 8,
+    "channels_up": 8,
+    "skip_channels": 2,
+    "input_channels": 8,
+}
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine", "geometric"])
+def test_stage_sigmas_decrease_from_sigma_max_to_zero(schedule):
+    sigmas = stage_sigmas(schedule, 5, 0.4)
+    assert sigmas.shape == (5,)
+    assert sigmas[0] == pytest.approx(0.4)
+    assert sigmas[-1] == 0.0
+    assert np.all(np.diff(sigmas) < 0)
+
+
+def test_stage_sigmas_values_and_errors():
+    np.testing.assert_allclose(stage_sigmas("linear", 3, 0.2), [0.2, 0.1, 0.0])
+    np.testing.assert_allclose(stage_sigmas("geometric", 4, 0.4), [0.4, 0.2, 0.1, 0.0])
+    np.testing.assert_allclose(stage_sigmas("cosine", 3, 0.2), [0.2, 0.2 * math.sqrt(0.5), 0.0])
+    assert stage_sigmas("cosine", 1, 0.3).tolist() == [0.0]
+    with pytest.raises(ValueError, match="schedule"):
+        stage_sigmas("quadratic", 3, 0.2)
+    with pytest.raises(ValueError, match="sigma_max"):
+        stage_sigmas("linear", 3, -0.1)
+    with pytest.raises(ValueError, match="K"):
+        stage_sigmas("linear", 0, 0.1)
+
+
+@pytest.mark.parametrize("noise", ["fresh", "fixed"])
+def test_targets_have_requested_noise_and_end_at_y(noise):
+    y = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    sigmas = [0.3, 0.1, 0.02, 0.0]
+    targets, unit = progressive_targets(y, sigmas, noise, torch.Generator().manual_seed(2))
+    assert targets.shape == (4, 2, 3, 64, 64)
+    for k, sigma in enumerate(sigmas[:-1]):
+        std = float((targets[k] - y).std())
+        assert std == pytest.approx(sigma, rel=0.03)
+    assert torch.equal(targets[-1], y)
+    if noise == "fixed":
+        assert torch.equal(unit[0], unit[1])
+    else:
+        corr = float((unit[0] * unit[1]).mean())
+        assert abs(corr) < 0.02
+
+
+def test_targets_are_seeded_and_masked():
+    y = torch.rand(1, 3, 32, 32)
+    mask = (torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    a, _ = progressive_targets(y, [0.2, 0.0], "fresh", torch.Generator().manual_seed(5), mask)
+    b, _ = progressive_targets(y, [0.2, 0.0], "fresh", torch.Generator().manual_seed(5), mask)
+    assert torch.equal(a, b)
+    unknown = mask.expand_as(y) == 0
+    assert torch.equal(a[0][unknown], y[unknown])
+    with pytest.raises(ValueError, match="noise"):
+        progressive_targets(y, [0.1, 0.0], "sometimes")
+
+
+def _curve(column: str, values) -> pd.DataFrame:
+    return pd.DataFrame({"iteration": np.arange(1, len(values) + 1), column: values})
+
+
+def test_fixed_budget_and_oracle():
+    traj = _curve("psnr_clean_ema", [20.0, 25.0, 27.0, 26.0, 24.0])
+    assert fixed_budget_stop(traj[["iteration"]], 3) == 3
+    assert fixed_budget_stop(traj[["iteration"]], 99) == 5
+    assert oracle_stop(traj) == 3
+    assert oracle_stop(_curve("psnr_clean_ema", [math.nan] * 4)) == 4
+
+
+def test_discrepancy_first_crossing():
+    sigma = 0.1
+    t = np.arange(1, 1001)
+    loss = 0.5 * sigma**2 + 0.05 * np.exp(-t / 100)  # crosses sigma^2 where exp(-t/100) = 0.1
+    expected = int(np.ceil(100 * math.log(10)))
+    assert discrepancy_stop(_curve("loss", loss), sigma) == expected
+    assert discrepancy_stop(_curve("loss", loss), sigma, tau=0.4) == 1000  # never: the end
+    with pytest.raises(ValueError, match="loss"):
+        discrepancy_stop(_curve("wmv", loss), sigma)
+
+
+def test_es_wmv_stops_at_minimum_after_patience():
+    t = np.arange(1, 2001, dtype=float)
+    wmv = (t - 700.0) ** 2 + 1.0
+    wmv[:99] = np.nan  # before the first full window
+    assert es_wmv_stop(_curve("wmv", wmv), patience=200) == 700
+    # Patience never runs out: the minimum over the run.
+    assert es_wmv_stop(_curve("wmv", wmv), patience=5000) == 700
+    rising = _curve("wmv", np.r_[np.nan, np.linspace(1.0, 2.0, 50)])
+    assert es_wmv_stop(rising, patience=10) == 2
+
+
+def test_progressive_rule_estimates_error_and_stops_at_calibrated_threshold():
+    """Synthetic outputs x_t = s + (1 - a_t) * b + a_t * e (bias b shrinking while the total
+    noise e is absorbed): the probe-based estimate tracks the true error, calibration picks
+    the estimated optimum and the final stage stops at the first r <= tau * sigma^2."""
+    gen = torch.Generator().manual_seed(0)
+    shape = (1, 3, 64, 64)
+    signal = torch.rand(shape, generator=gen)
+    bias = 0.2 * torch.randn(shape, generator=gen)
+    sigma_task, sigma_k = 0.1, 0.2
+    task_noise = sigma_task * torch.randn(shape, generator=gen)
+    unit = torch.randn(shape, generator=gen)
+    y = signal + task_noise
+    op = Operator("denoise")
+    rule = ProgressiveDiscrepancyRule(sigma_task)
+    target = y + sigma_k * unit
+    total_noise = target - signal
+    alphas = np.linspace(0.0, 1.0, 41)
+    outputs = [signal + (1 - a) * bias + a * a * total_noise for a in alphas]
+    rule.begin_stage(sigma_k, target, unit, outputs[0], op, final=False)
+    true_err, est_err, resid = [], [], []
+    for x in outputs:
+        now, r, e = rule.update(x)
+        assert not now.any()
+        true_err.append(float(((x - signal) ** 2).mean()))
+        est_err.append(float(e[0]))
+        resid.append(float(r[0]))
+    np.testing.assert_allclose(est_err, true_err, atol=2e-3)
+    best = int(np.argmin(est_err))
+    assert abs(best - int(np.argmin(true_err))) <= 1
+    expected_tau = resid[best] / (sigma_task**2 + sigma_k**2)
+
+    rule.begin_stage(0.0, y, unit * 0, outputs[0], op, final=True)
+    assert rule.tau() == pytest.approx(np.clip(expected_tau, 0.5, 2.0))
+    final_resid = np.linspace(0.05, 0.001, 30)
+    stops = []
+    for r_target in final_resid:
+        # An output whose residual to y is exactly r_target.
+        x = y + math.sqrt(r_target) * torch.ones(shape)
+        stops.append(bool(rule.update(x)[0][0]))
+    threshold = float(rule.tau()[0]) * sigma_task**2
+    first = int(np.argmax(final_resid <= threshold + 1e-9))
+    assert stops.index(True) == first
+    assert sum(stops) == 1  # an image stops once
+
+
+def test_rule_without_calibration_uses_tau_default():
+    rule = ProgressiveDiscrepancyRule(0.1, tau_default=1.3)
+    assert rule.tau() == 1.3
+    with pytest.raises(ValueError, match="tau_bounds"):
+        ProgressiveDiscrepancyRule(0.1, tau_bounds=(2.0, 1.0))
+
+
+def _micro_problem(size: int = 16):
+    gen = np.random.default_rng(3)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    clean = np.stack(
+        [
+            np.stack([0.5 + 0.3 * np.sin(5 * xx + c) * np.cos(3 * yy) for c in range(3)]),
+            np.stack([(xx > 0.5) * 0.5 + 0.2 + 0.1 * c for c in range(3)]),
+        ]
+    ).astype(np.float32)
+    sigma = 25 / 255
+    observed = (clean + sigma * gen.standard_normal(clean.shape)).astype(np.float32)
+    return clean, observed, sigma
+
+
+def _micro_cell(clean, observed, sigma, **kw):
+    args = dict(
+        schedule="linear",
+        K=3,
+        sigma_max=0.3,
+        noise="fresh",
+        iters_per_stage=8,
+        final_iters=24,
+        baseline_params={"budgets": [5, 20], "patience": 5, "wmv_window": 4},
+        rule_params={"tau_bounds": (0.5, 3.0)},
+        progress=False,
+    )
+    args.update(kw)
+    return run_earlystop_cell(
+        clean, observed, Operator("denoise"), sigma, "skip", MICRO_ARCH, [11, 12], **args
+    )
+
+
+def test_cell_end_to_end_table_and_curves():
+    clean, observed, sigma = _micro_problem()
+    res = _micro_cell(clean, observed, sigma)
+    assert list(res.table.columns[: len(TABLE_COLUMNS)]) == TABLE_COLUMNS
+    rules = set(res.table["rule"])
+    assert rules == {
+        "progressive",
+        "progressive_oracle",
+        "fixed_5",
+        "fixed_20",
+        "discrepancy",
+        "es_wmv",
+        "oracle",
+    }
+    assert len(res.table) == 2 * len(rules)
+    assert list(res.stage_curves.columns) == CURVE_COLUMNS
+    assert len(res.stage_curves) == 2 * (8 + 8 + 24)
+    assert res.outputs_at_stop.shape == clean.shape
+    assert res.stops.shape == (2,)
+    assert np.all((res.stops > 16) & (res.stops <= 40))  # inside the final stage
+    table = res.table.set_index(["rule", "image"])
+    assert np.isfinite(res.table["psnr"]).all() and np.isfinite(res.table["ssim"]).all()
+    # The oracle is an upper bound on its own run; every row's gap is measured against it.
+    assert (res.table["gap_db"] >= -1e-6).all()
+    assert (table.loc["fixed_20", "stop_iter"] == 20).all()
+    assert (table.loc["oracle", "extra_compute"] == 40 - table.loc["oracle", "stop_iter"]).all()
+    assert (table.loc["progressive", "extra_compute"] == 0).all()
+    curves = res.stage_curves
+    expected = sigma**2 + curves["sigma_k"] ** 2
+    np.testing.assert_allclose(curves["expected_residual"], expected)
+    assert curves.loc[curves["stage"] == 2, "est_error"].isna().all()
+
+
+def test_rule_never_reads_the_clean_image():
+    clean, observed, sigma = _micro_problem()
+    real = _micro_cell(clean, observed, sigma)
+    blind = _micro_cell(np.full_like(clean, np.nan), observed, sigma)
+    np.testing.assert_array_equal(real.stops, blind.stops)
+    np.testing.assert_array_equal(real.outputs_at_stop, blind.outputs_at_stop)
+    for rule in ["progressive", "fixed_5", "discrepancy", "es_wmv"]:
+        a = real.table[real.table["rule"] == rule]["stop_iter"].to_numpy()
+        b = blind.table[blind.table["rule"] == rule]["stop_iter"].to_numpy()
+        np.testing.assert_array_equal(a, b)
+    assert blind.table.loc[blind.table["rule"] == "progressive", "psnr"].isna().all()
+
+
+def test_cell_rejects_bad_parameters():
+    clean, observed, sigma = _micro_problem()
+    with pytest.raises(ValueError, match="rule_params"):
+        _micro_cell(clean, observed, sigma, rule_params={"tau": 1.0})
+    with pytest.raises(ValueError, match="seeds"):
+        run_earlystop_cell(
+            clean, observed, Operator("denoise"), sigma, "skip", MICRO_ARCH, [1],
+            K=2, iters_per_stage=2, final_iters=2, progress=False,
+        )  # fmt: skip
+
+
+def test_cell_runs_inpainting_with_a_shared_mask():
+    clean, _, sigma = _micro_problem()
+    mask = (np.random.default_rng(0).random((1, 1, 16, 16)) > 0.3).astype(np.float32)
+    noisy = clean + sigma * np.random.default_rng(1).standard_normal(clean.shape)
+    observed = (noisy * mask).astype(np.float32)
+    op = Operator("inpaint", mask=torch.from_numpy(mask))
+    res = run_earlystop_cell(
+        clean, observed, op, sigma, "skip", MICRO_ARCH, [1, 2], K=2, sigma_max=0.2,
+        iters_per_stage=3, final_iters=5, baseline_params={"patience": 3, "wmv_window": 2},
+        progress=False,
+    )  # fmt: skip
+    assert np.isfinite(res.table["psnr"]).all()
+    assert res.stage_curves["residual"].gt(0).all()
+
+
+def test_last_noisy_variant_stops_inside_the_last_noisy_stage():
+    clean, observed, sigma = _micro_problem()
+    res = _micro_cell(clean, observed, sigma, rule_params={"stop_stage": "last_noisy"})
+    assert np.all((res.stops > 8) & (res.stops <= 16))
+    row = res.table[res.table["rule"] == "progressive"]
+    assert (row["decision_iter"] == 16).all()
+    np.testing.assert_array_equal(row["extra_compute"], 16 - res.stops)
+    curves = res.stage_curves[res.stage_curves["stage"] == 1]
+    for i, stop in enumerate(res.stops):
+        mine = curves[curves["image"] == i]
+        assert int(mine.loc[mine["est_error"].idxmin(), "iteration"]) == stop
+
+
+def test_stage_that_ends_before_its_optimum_does_not_calibrate():
+    gen = torch.Generator().manual_seed(4)
+    shape = (1, 3, 32, 32)
+    signal, unit = torch.rand(shape, generator=gen), torch.randn(shape, generator=gen)
+    target = signal + 0.2 * unit
+    rule = ProgressiveDiscrepancyRule(0.05, tau_default=1.25)
+    rule.begin_stage(0.2, target, unit, signal + 0.3, Operator("denoise"), final=False)
+    for offset in np.linspace(0.3, 0.1, 10):  # still approaching the signal at the end
+        rule.update(signal + float(offset))
+    rule.begin_stage(0.0, signal, unit * 0, signal, Operator("denoise"), final=True)
+    np.testing.assert_allclose(rule.tau(), [1.25])
