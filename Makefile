@@ -14,7 +14,7 @@ ifneq ($(CIFAR10),)
 CIFAR10_CONFIG := --config 'data={"cifar10": {"source": "archive", "path": "$(abspath $(CIFAR10))/cifar10-jpeg-{split}.tar.gz"}}'
 endif
 SNAKEMAKE := $(BIN)/snakemake --workflow-profile workflow/profiles/local --cores $(CORES) \
-	$(if $(filter-out 0,$(GPUS)),--resources gpu=$(GPUS),) --configfile $(CONFIG)
+	$(if $(filter-out 0,$(GPUS)),--resources gpu=$(GPUS),) --configfile $(CONFIG) --replace-workflow-config
 
 .PHONY: run test dry-run lint format report clean-venv
 
@@ -40,7 +40,7 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/snakefmt --check Snakefile workflow/rules
-	$(BIN)/snakemake --lint --configfile $(CONFIG)
+	$(BIN)/snakemake --lint --configfile $(CONFIG) --replace-workflow-config
 
 format: $(BIN)/.installed
 	$(BIN)/ruff format .

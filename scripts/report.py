@@ -10,4 +10,5 @@ with log_to(snakemake.log[0]):
         config=snakemake.params.config,
         out_md=snakemake.output.md,
         out_config=snakemake.output.config,
+        repo=snakemake.params.repo,
     )

@@ -7,9 +7,10 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
+
 from dipddpm import aggregate as agg
 from dipddpm.io import save_csv, save_json
-from scipy import stats
 
 
 def _metrics(psnrs, **params):

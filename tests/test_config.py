@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import yaml
+
 from dipddpm.config import ConfigError, load_schema, validate_config
 
 

@@ -11,6 +11,7 @@ import torch
 
 from dipddpm.earlystop import (
     CURVE_COLUMNS,
+    STOP_VARIANTS,
     TABLE_COLUMNS,
     ProgressiveDiscrepancyRule,
     discrepancy_stop,
@@ -192,7 +193,7 @@ def _micro_cell(clean, observed, sigma, **kw):
         iters_per_stage=8,
         final_iters=24,
         baseline_params={"budgets": [5, 20], "patience": 5, "wmv_window": 4},
-        rule_params={"tau_bounds": (0.5, 3.0)},
+        rule_params={"tau_bounds": (0.5, 3.0), "stage_patience": 0},
         progress=False,
     )
     args.update(kw)
@@ -209,6 +210,9 @@ def test_cell_end_to_end_table_and_curves():
     assert rules == {
         "progressive",
         "progressive_oracle",
+        "progressive_extrapolated",
+        "progressive_stage_length",
+        "progressive_last_noisy",
         "fixed_5",
         "fixed_20",
         "discrepancy",
@@ -240,7 +244,8 @@ def test_rule_never_reads_the_clean_image():
     blind = _micro_cell(np.full_like(clean, np.nan), observed, sigma)
     np.testing.assert_array_equal(real.stops, blind.stops)
     np.testing.assert_array_equal(real.outputs_at_stop, blind.outputs_at_stop)
-    for rule in ["progressive", "fixed_5", "discrepancy", "es_wmv"]:
+    progressive = ["progressive"] + [f"progressive_{v}" for v in STOP_VARIANTS[1:]]
+    for rule in [*progressive, "fixed_5", "discrepancy", "es_wmv"]:
         a = real.table[real.table["rule"] == rule]["stop_iter"].to_numpy()
         b = blind.table[blind.table["rule"] == rule]["stop_iter"].to_numpy()
         np.testing.assert_array_equal(a, b)
@@ -275,7 +280,9 @@ def test_cell_runs_inpainting_with_a_shared_mask():
 
 def test_last_noisy_variant_stops_inside_the_last_noisy_stage():
     clean, observed, sigma = _micro_problem()
-    res = _micro_cell(clean, observed, sigma, rule_params={"stop_stage": "last_noisy"})
+    res = _micro_cell(
+        clean, observed, sigma, rule_params={"stop_stage": "last_noisy", "stage_patience": 0}
+    )
     assert np.all((res.stops > 8) & (res.stops <= 16))
     row = res.table[res.table["rule"] == "progressive"]
     assert (row["decision_iter"] == 16).all()
@@ -297,3 +304,94 @@ def test_stage_that_ends_before_its_optimum_does_not_calibrate():
         rule.update(signal + float(offset))
     rule.begin_stage(0.0, signal, unit * 0, signal, Operator("denoise"), final=True)
     np.testing.assert_allclose(rule.tau(), [1.25])
+
+
+def test_extrapolated_tau_reads_the_stage_line_at_no_injected_noise():
+    """tau_k = 0.3 + 0.5 f_k on three stages: the extrapolation gives 0.3, the weighted
+    mean sum(f tau)/sum(f) is larger; a single voting stage falls back to the mean."""
+    rule = ProgressiveDiscrepancyRule(0.1, tau_bounds=(0.1, 2.0))
+    f = [0.8, 0.6, 0.4]
+    rule.weights = list(f)
+    rule.taus = [np.array([0.3 + 0.5 * v, 0.3 + 0.5 * v if v == 0.8 else np.nan]) for v in f]
+    extrapolated = rule.tau_extrapolated()
+    np.testing.assert_allclose(extrapolated[0], 0.3, atol=1e-9)
+    mean = sum(v * (0.3 + 0.5 * v) for v in f) / sum(f)
+    np.testing.assert_allclose(rule.tau()[0], mean)
+    np.testing.assert_allclose(extrapolated[1], 0.7)  # one vote: its own tau
+    assert ProgressiveDiscrepancyRule(0.1, tau_default=1.2).tau_extrapolated() == 1.2
+
+
+def _two_image_stage(gen, shape=(2, 3, 32, 32), sigma_task=0.1, sigma_k=0.2):
+    signal = torch.rand(shape, generator=gen)
+    bias = 0.2 * torch.randn(shape, generator=gen)
+    unit = torch.randn(shape, generator=gen)
+    target = signal + sigma_task * torch.randn(shape, generator=gen) + sigma_k * unit
+    noise = target - signal
+    # Image 0 absorbs the noise twice as fast as image 1: an earlier error minimum.
+    speed = torch.tensor([2.0, 1.0]).view(2, 1, 1, 1)
+    outputs = []
+    for a in np.linspace(0.0, 1.0, 41):
+        a = (a * speed).clamp(max=1.0)
+        outputs.append(signal + (1 - a) * bias + a * a * noise)
+    return target, unit, outputs
+
+
+def test_stage_done_after_patience_past_each_images_error_minimum():
+    target, unit, outputs = _two_image_stage(torch.Generator().manual_seed(7))
+    rule = ProgressiveDiscrepancyRule(0.1)
+    rule.begin_stage(0.2, target, unit, outputs[0], Operator("denoise"), final=False)
+    errs, done = [], []
+    for x in outputs:
+        errs.append(rule.update(x)[2])
+        done.append(rule.stage_done(patience=4))
+    errs, done = np.stack(errs), np.stack(done)
+    best = errs.argmin(0)
+    assert best[0] < best[1]
+    for i in range(2):
+        assert int(np.argmax(done[:, i])) == best[i] + 4  # iteration best+1+4, 0-based
+
+
+def test_images_move_through_stages_independently():
+    """Image 1 enters the final stage while image 0 is still in its noisy stage: each
+    image's residual is taken against its own stage target."""
+    target, unit, outputs = _two_image_stage(torch.Generator().manual_seed(8))
+    y = target - 0.2 * unit
+    op = Operator("denoise")
+    rule = ProgressiveDiscrepancyRule(0.1, tau_bounds=(0.1, 3.0))
+    rule.begin_stage(0.2, target, unit, outputs[0], op, final=False)
+    for x in outputs[:30]:
+        rule.update(x)
+    rule.begin_stage(0.0, y, unit * 0, outputs[30], op, final=True, images=np.array([False, True]))
+    _, resid, err = rule.update(outputs[30])
+    expected = ((outputs[30] - torch.stack([target[0], y[1]])) ** 2).mean(dim=(1, 2, 3))
+    np.testing.assert_allclose(resid, expected.numpy(), rtol=1e-5)
+    assert math.isfinite(err[0]) and math.isnan(err[1])
+    assert np.isfinite(rule.tau()[1]) and math.isnan(rule.taus[0][0])
+
+
+def test_adaptive_stages_end_at_error_minimum_plus_patience():
+    clean, observed, sigma = _micro_problem()
+    patience = 3
+    res = _micro_cell(
+        clean, observed, sigma, iters_per_stage=12, rule_params={"stage_patience": patience}
+    )
+    curves = res.stage_curves
+    for (i, k), group in curves[curves["stage"] < 2].groupby(["image", "stage"]):
+        best = int(group.loc[group["est_error"].idxmin(), "stage_iter"])
+        assert len(group) == min(12, best + patience), (i, k)
+    ends = np.array(res.info["stage_ends"])
+    final = curves[curves["stage"] == 2].groupby("image")["stage_iter"].max()
+    assert (final == 24).all()  # the final stage always runs final_iters
+    assert (ends[2] - ends[1] == 24).all()
+
+
+def test_stage_length_variant_stops_after_the_last_noisy_stages_minimum():
+    clean, observed, sigma = _micro_problem()
+    res = _micro_cell(clean, observed, sigma, rule_params={"stop_stage": "stage_length"})
+    curves = res.stage_curves[res.stage_curves["stage"] == 1]
+    for i, stop in enumerate(res.stops):
+        mine = curves[curves["image"] == i]
+        best = int(mine.loc[mine["est_error"].idxmin(), "stage_iter"])
+        assert stop == 16 + best  # the final stage starts after 2 x 8 iterations
+    row = res.table[res.table["rule"] == "progressive"]
+    assert (row["extra_compute"] == 0).all()

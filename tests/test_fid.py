@@ -9,39 +9,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from dipddpm import fid as fidmod
 
 N_IMAGES = 16
 
 
-class _UninitialisedInception:
-    """Build torch-fidelity's InceptionV3 without any pretrained weights."""
-
-    @staticmethod
-    def build(tmp_dir):
-        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-
-        class Blank(FeatureExtractorInceptionV3):
-            def load_state_dict(self, state_dict, strict=True, assign=False):
-                return super().load_state_dict(state_dict, strict=False)
-
-        empty = tmp_dir / "empty.pth"
-        torch.save({}, empty)
-        torch.manual_seed(0)
-        model = Blank(fidmod.EXTRACTOR_NAME, ["2048"], feature_extractor_weights_path=str(empty))
-        # PyTorch's default conv init collapses the pool features to near constants.
-        for module in model.modules():
-            if isinstance(module, torch.nn.Conv2d):
-                torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-        return model.state_dict()
-
-
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    tmp_dir = tmp_path_factory.mktemp("inception")
-    path = tmp_dir / "inception-random.pth"
-    torch.save(_UninitialisedInception.build(tmp_dir), path)
-    return path
+def weights(inception_weights):
+    return inception_weights
 
 
 @pytest.fixture(scope="module")

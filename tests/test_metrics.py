@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+
 from dipddpm.metrics import PSNR_CAP_DB, peak, per_image_metrics, psnr, ssim, steps_to_quality
 
 

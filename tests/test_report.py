@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+
 from dipddpm import aggregate as agg
 from dipddpm import figures as fg
 from dipddpm.report import render_report, scale_name, write_report

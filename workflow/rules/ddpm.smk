@@ -21,7 +21,9 @@ rule train_ddpm:
         f"{BENCH}/ddpm/train/{TRAIN_ID}.tsv"
     conda:
         "../../environment.yml"
-    threads: 2
+    # One thread per job: on a small CPU two 1-thread jobs beat one 2-thread job, and
+    # OpenMP threads competing with other jobs for cores slow down by an order of magnitude.
+    threads: 1
     resources:
         gpu=1,
         runtime=24 * 60,

@@ -121,5 +121,6 @@ rule report:
         config=config,
         table_dir=TABLES,
         figure_dir=FIGURES,
+        repo=workflow.basedir,
     script:
         "../../scripts/report.py"

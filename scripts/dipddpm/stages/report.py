@@ -124,9 +124,9 @@ def git_commit(repo: str | Path = ".") -> str:
         return "unknown (not a git checkout)"
 
 
-def run_report(table_dir, figure_dir, config: dict, out_md, out_config) -> None:
+def run_report(table_dir, figure_dir, config: dict, out_md, out_config, repo=".") -> None:
     """The generated report: every number read from the tables, figures linked."""
     figure_paths = {name: str(Path(figure_dir) / f"{name}.png") for name in FIGURE_NAMES}
-    commit = git_commit()
+    commit = git_commit(repo)
     write_report(read_tables(table_dir), figure_paths, config, commit, out_md)
     save_json(out_config, {"commit": commit, "config": config})
