@@ -370,15 +370,16 @@ def test_images_move_through_stages_independently():
 
 
 def test_adaptive_stages_end_at_error_minimum_plus_patience():
+    """Stage 0 is capped by iters_per_stage, the last noisy stage (1) by final_iters."""
     clean, observed, sigma = _micro_problem()
     patience = 3
     res = _micro_cell(
-        clean, observed, sigma, iters_per_stage=12, rule_params={"stage_patience": patience}
+        clean, observed, sigma, iters_per_stage=6, rule_params={"stage_patience": patience}
     )
     curves = res.stage_curves
     for (i, k), group in curves[curves["stage"] < 2].groupby(["image", "stage"]):
         best = int(group.loc[group["est_error"].idxmin(), "stage_iter"])
-        assert len(group) == min(12, best + patience), (i, k)
+        assert len(group) == min(6 if k == 0 else 24, best + patience), (i, k)
     ends = np.array(res.info["stage_ends"])
     final = curves[curves["stage"] == 2].groupby("image")["stage_iter"].max()
     assert (final == 24).all()  # the final stage always runs final_iters
@@ -387,11 +388,37 @@ def test_adaptive_stages_end_at_error_minimum_plus_patience():
 
 def test_stage_length_variant_stops_after_the_last_noisy_stages_minimum():
     clean, observed, sigma = _micro_problem()
-    res = _micro_cell(clean, observed, sigma, rule_params={"stop_stage": "stage_length"})
+    res = _micro_cell(
+        clean, observed, sigma, rule_params={"stop_stage": "stage_length", "stage_patience": 2}
+    )
     curves = res.stage_curves[res.stage_curves["stage"] == 1]
+    ends = np.array(res.info["stage_ends"])
     for i, stop in enumerate(res.stops):
         mine = curves[curves["image"] == i]
         best = int(mine.loc[mine["est_error"].idxmin(), "stage_iter"])
-        assert stop == 16 + best  # the final stage starts after 2 x 8 iterations
+        assert stop == ends[1, i] + best
     row = res.table[res.table["rule"] == "progressive"]
     assert (row["extra_compute"] == 0).all()
+
+
+def test_production_run_ends_once_every_image_has_stopped():
+    from dipddpm.dip.fit import DIPFitter
+    from dipddpm.earlystop import fit_progressive, stage_targets_for
+
+    clean, observed, sigma = _micro_problem()
+    obs, op = torch.from_numpy(observed), Operator("denoise")
+    sigmas = stage_sigmas("linear", 3, 0.3)
+    targets, noises = stage_targets_for(obs, op, [11, 12], sigmas, "fresh")
+    runs = []
+    for to_end in (True, False):
+        fitter = DIPFitter("skip", MICRO_ARCH, clean.shape[1:], [11, 12])
+        # A generous fixed tau: every image stops early in the final stage.
+        rule = ProgressiveDiscrepancyRule(sigma, tau_bounds=(10.0, 10.0), tau_default=10.0)
+        runs.append(
+            fit_progressive(fitter, obs, op, targets, noises, sigmas, rule, 8, 24,
+                            run_to_end=to_end, progress=False)
+        )  # fmt: skip
+    full, short = runs
+    np.testing.assert_array_equal(full.stops, short.stops)
+    np.testing.assert_array_equal(full.outputs_at_stop, short.outputs_at_stop)
+    assert short.total_iters == full.stops.max() < full.total_iters == 40

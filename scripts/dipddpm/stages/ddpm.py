@@ -60,6 +60,7 @@ def run_train_cell(clean_npz, eval_npz, cell: dict, train_cfg: dict, device: str
         device=dev,
         eval_images=held_out,
         eval_every=int(train_cfg["eval_every"]),
+        eval_ts=common_eval_ts(train_cfg, t_max),
         bf16=bool(train_cfg.get("bf16", False)),
         compile=bool(train_cfg.get("compile", False)),
         resume_every=int(train_cfg.get("resume_every", 50)),
@@ -71,6 +72,13 @@ def run_train_cell(clean_npz, eval_npz, cell: dict, train_cfg: dict, device: str
         {**cell, "train": train_cfg, "checkpoints": checkpoint_steps, "seconds": seconds,
          **describe_device(dev)},
     )  # fmt: skip
+
+
+def common_eval_ts(train_cfg: dict, t_max: int | None) -> list[int] | None:
+    """Evaluate full and truncated models at the same steps (the sampling start points
+    both can reach), so their convergence curves compare like with like."""
+    reachable = [t for t in train_cfg.get("sample", {}).get("t0", []) if t <= (t_max or 10**9)]
+    return sorted(set(reachable)) or None
 
 
 def load_observation(degraded_npz, degraded_json) -> tuple[dict, dict, Operator]:
