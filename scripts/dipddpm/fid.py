@@ -70,7 +70,8 @@ def load_extractor(weights: str | os.PathLike | None, device: torch.device):
         where = weights_path or f"{default_weights_url()} (cache {_cached_download_path()})"
         raise FeaturesUnavailable(
             f"could not load Inception weights from {where}: {type(error).__name__}: {error}. "
-            "Without internet, set metrics.inception_weights in the config to a local copy of that file."
+            "Without internet, set metrics.inception_weights in the config to a local copy "
+            "of that file."
         ) from error
     return extractor.to(device).eval()
 
