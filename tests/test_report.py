@@ -81,7 +81,7 @@ def test_report_has_every_section_and_numbers_from_the_tables(tmp_path):
     assert "24.00 dB was first reached by DIP+DDPM (t0=0.3) at 10 steps (3 network" in text
     assert "lowest FID was 1.20 for DDPM from noise at 50 steps" in text
     assert "truncated training (t_max=200) needed 200 steps" in text
-    assert "wmv came closest to the oracle stop (mean gap 0.30 dB" in text
+    assert "wmv came closest to the plain-DIP oracle stop (mean gap 0.30 dB" in text
     assert "![quality_vs_steps](figures/quality_vs_steps.png)" in text
     assert "*Figure 1:" in text
     _assert_clean(text)

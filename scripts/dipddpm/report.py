@@ -311,22 +311,23 @@ def dip_findings(table: pd.DataFrame) -> list[str]:
 
 def earlystop_findings(table: pd.DataFrame) -> list[str]:
     """Best and worst stopping rule by gap to the oracle; the oracle itself is the bound."""
-    if table.empty or "gap_db_mean" not in table.columns:
+    gap = "gap_plain_db_mean" if "gap_plain_db_mean" in table.columns else "gap_db_mean"
+    if table.empty or gap not in table.columns:
         return []
-    rows = table.dropna(subset=["gap_db_mean"])
+    rows = table.dropna(subset=[gap])
     rules = rows[~rows["rule"].astype(str).str.contains("oracle")]
     if rules.empty:
         return []
-    best = rules.loc[rules["gap_db_mean"].abs().idxmin()]
+    best = rules.loc[rules[gap].abs().idxmin()]
     text = "Among early-stopping rules (the oracle excluded: it reads the clean image), "
-    text += f"{best['rule']} came closest to the oracle stop "
-    text += f"(mean gap {_db(best['gap_db_mean'])}"
+    text += f"{best['rule']} came closest to the plain-DIP oracle stop "
+    text += f"(mean gap {_db(best[gap])}"
     if _finite(best.get("within_1db_mean")):
         text += f", within 1 dB for {100 * best['within_1db_mean']:.0f} % of images"
     text += ")"
-    worst = rules.loc[rules["gap_db_mean"].abs().idxmax()]
+    worst = rules.loc[rules[gap].abs().idxmax()]
     if worst.name != best.name:
-        text += f"; {worst['rule']} was furthest ({_db(worst['gap_db_mean'])})"
+        text += f"; {worst['rule']} was furthest ({_db(worst[gap])})"
     return [text + "."]
 
 
