@@ -1,12 +1,14 @@
 """Adapter for rule report."""
 
+from pathlib import Path
+
 from dipddpm.logs import log_to
 from dipddpm.stages.report import run_report
 
 with log_to(snakemake.log[0]):
     run_report(
-        snakemake.params.table_dir,
-        snakemake.params.figure_dir,
+        Path(snakemake.input.tables[0]).parent,
+        Path(snakemake.input.figures[0]).parent,
         config=snakemake.params.config,
         out_md=snakemake.output.md,
         out_config=snakemake.output.config,

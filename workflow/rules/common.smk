@@ -72,9 +72,11 @@ FIGURE_NAMES = [
 # Paramspace-style cell paths: one key~value directory per parameter.
 TRAIN_ID = "data~{dataset}/mode~{mode}/tmax~{tmax}/sched~{sched}/model~{model}/steps~{steps}/seed~{seed}"
 TRAIN_CELL = f"{DDPM}/train/{TRAIN_ID}"
-SAMPLE_ID = (
-    "data~{dataset}/task~{task}/train~{mode}-t{tmax}/ckpt~{ckpt}"
-    "/start~{start}/t0~{t0}/steps~{steps}/lam~{lam}/seed~{seed}"
+SAMPLE_ID = "/".join(
+    [
+        "data~{dataset}/task~{task}/train~{mode}-t{tmax}/ckpt~{ckpt}",
+        "start~{start}/t0~{t0}/steps~{steps}/lam~{lam}/seed~{seed}",
+    ]
 )
 SAMPLE_CELL = f"{DDPM}/sample/{SAMPLE_ID}"
 GENERATE_CELL = f"{DDPM}/generate/train~{{mode}}-t{{tmax}}/ckpt~{{ckpt}}/steps~{{steps}}/seed~{{seed}}"

@@ -119,8 +119,6 @@ rule report:
     threads: 1
     params:
         config=config,
-        table_dir=TABLES,
-        figure_dir=FIGURES,
         repo=workflow.basedir,
     script:
         "../../scripts/report.py"
