@@ -147,6 +147,13 @@ def _ddpm_errors(ddpm: dict, datasets: dict, tasks: dict, dip: dict) -> list[str
             f"'ddpm.sample.prior_iters' {sample.get('prior_iters')} must be one of "
             f"dip.snapshots {dip.get('snapshots')}"
         )
+    generation = ddpm.get("generation")
+    if generation:
+        errors += _missing("dataset", "ddpm.generation.dataset", [generation["dataset"]], datasets)
+        errors += _missing("task", "ddpm.generation.task", [generation["task"]], tasks)
+        late = [t for t in generation["t0"] if t > T]
+        if late:
+            errors.append(f"'ddpm.generation.t0': {late} exceed ddpm.T = {T}")
     late_t0 = [t for t in sample["t0"] if t > T]
     if late_t0:
         errors.append(f"'ddpm.sample.t0': {late_t0} exceed ddpm.T = {T}")

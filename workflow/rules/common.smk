@@ -143,6 +143,13 @@ def dip_cells():
             block["datasets"], block["tasks"], block["archs"]
         ):
             cells.update((*combo, seed) for seed in config["dip"]["seeds"])
+    generation = config["ddpm"].get("generation")
+    if generation:  # the priors of the generation variant are DIP cells too
+        arch = config["ddpm"]["sample"]["prior_arch"]
+        cells.update(
+            (generation["dataset"], generation["task"], arch, seed)
+            for seed in config["ddpm"]["sample"]["seeds"]
+        )
     return sorted(cells)
 
 
@@ -185,11 +192,11 @@ def prior_input(wildcards):
     return f"{dip_cell_dir(wildcards.dataset, wildcards.task, arch, wildcards.seed)}/output.npz"
 
 
-def sample_cell(mode, tmax, ckpt, start, t0, steps, lam, seed):
+def sample_cell(mode, tmax, ckpt, start, t0, steps, lam, seed, dataset=None, task=None):
     sample = config["ddpm"]["sample"]
     return SAMPLE_CELL.format(
-        dataset=sample["dataset"],
-        task=sample["task"],
+        dataset=dataset or sample["dataset"],
+        task=task or sample["task"],
         mode=mode,
         tmax=tmax,
         ckpt=ckpt,
@@ -243,8 +250,35 @@ def sample_cells():
     return sorted(set(cells), key=str)
 
 
+def generation_cells():
+    """Example 1, generation variant: DIP fits of training images diffused to a large t0."""
+    generation = config["ddpm"].get("generation")
+    if not generation:
+        return []
+    final, seeds = config["ddpm"]["steps"], config["ddpm"]["sample"]["seeds"]
+    return [
+        (mode, tmax, final, "dip", t0, generation["steps"], 0.0, seed)
+        for (mode, tmax), t0, seed in itertools.product(
+            ddpm_modes(), generation["t0"], seeds
+        )
+        if t0 <= tmax
+    ]
+
+
+def generation_cell(*cell):
+    generation = config["ddpm"]["generation"]
+    return sample_cell(*cell, dataset=generation["dataset"], task=generation["task"])
+
+
+def sample_dirs():
+    """Every sampling cell: the restoration grid and the generation variant."""
+    return [sample_cell(*c) for c in sample_cells()] + [
+        generation_cell(*c) for c in generation_cells()
+    ]
+
+
 def sample_targets():
-    return [f"{sample_cell(*cell)}/metrics.csv" for cell in sample_cells()]
+    return [f"{cell}/metrics.csv" for cell in sample_dirs()]
 
 
 def generate_cell(mode, tmax, ckpt, steps, seed):
@@ -276,7 +310,7 @@ def training_targets():
 def fid_targets():
     """FID of every unconditional generation and every restoration sample set."""
     generated = [f"{generate_cell(*cell)}/fid.json" for cell in generate_cells()]
-    restored = [f"{sample_cell(*cell)}/fid.json" for cell in sample_cells()]
+    restored = [f"{cell}/fid.json" for cell in sample_dirs()]
     return generated + restored
 
 
