@@ -140,6 +140,20 @@ def test_bad_mode_settings_are_rejected(tmp_path):
         train(data() * 3, tmp_path, unet_overrides=MICRO, steps=1, progress=False)
 
 
+def test_rerun_with_deleted_checkpoints_rewrites_them(tmp_path, uninterrupted):
+    """Snakemake deletes a rerun job's outputs but not resume.pt; the checkpoints must come
+    back, identical to the first run's."""
+    full_dir, _ = uninterrupted
+    run(tmp_path)
+    for k in (3, 6):
+        (tmp_path / f"step~{k}.pt").unlink()
+    run(tmp_path)
+    for k in (3, 6):
+        got = torch.load(tmp_path / f"step~{k}.pt", weights_only=False)
+        want = torch.load(full_dir / f"step~{k}.pt", weights_only=False)
+        assert_same_state(got, want)
+
+
 def test_resume_with_a_changed_config_is_refused(tmp_path):
     run(tmp_path, steps=2, checkpoint_steps=[2])
     with pytest.raises(ValueError, match="lr"):

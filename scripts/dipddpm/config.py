@@ -154,6 +154,9 @@ def _ddpm_errors(ddpm: dict, datasets: dict, tasks: dict, dip: dict) -> list[str
         late = [t for t in generation["t0"] if t > T]
         if late:
             errors.append(f"'ddpm.generation.t0': {late} exceed ddpm.T = {T}")
+    late_eval = [t for t in ddpm.get("eval_t", []) if t > T]
+    if late_eval:
+        errors.append(f"'ddpm.eval_t': {late_eval} exceed ddpm.T = {T}")
     late_t0 = [t for t in sample["t0"] if t > T]
     if late_t0:
         errors.append(f"'ddpm.sample.t0': {late_t0} exceed ddpm.T = {T}")

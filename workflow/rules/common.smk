@@ -131,6 +131,25 @@ def dip_fit_params(wildcards):
     return {key: config["dip"][key] for key in keys}
 
 
+DDPM_TRAIN_KEYS = (
+    "T",
+    "batch_size",
+    "lr",
+    "ema_decay",
+    "grad_clip",
+    "eval_every",
+    "eval_t",
+    "resume_every",
+    "bf16",
+    "compile",
+)
+
+
+def ddpm_train_params(wildcards):
+    """Only what shapes training: a change to the sampling grid must not retrain models."""
+    return {key: config["ddpm"][key] for key in DDPM_TRAIN_KEYS}
+
+
 def dip_cell_dir(dataset, task, arch, seed):
     return f"{DIP}/{dataset}/task~{task}/arch~{arch}/seed~{seed}"
 

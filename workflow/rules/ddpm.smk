@@ -30,7 +30,7 @@ rule train_ddpm:
         mem_mb=16000,
     params:
         cell=lambda wc: dict(wc),
-        train=config["ddpm"],
+        train=ddpm_train_params,
         checkpoints=config["ddpm"]["checkpoints"],
         out_dir=lambda wc, output: str(Path(output.curve).parent),
         device=config["device"],

@@ -27,7 +27,7 @@ rule earlystop:
     params:
         cell=lambda wc: dict(wc),
         arch=lambda wc: arch_spec(wc.arch),
-        dip=config["dip"],
+        dip=dip_fit_params,
         es=config.get("earlystop", {}),
         device=config["device"],
     script:

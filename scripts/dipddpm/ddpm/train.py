@@ -158,6 +158,14 @@ def _latest_checkpoint(out_dir: Path, steps: int) -> Path | None:
     return best
 
 
+def _resumable_until(out_dir: Path, checkpoint_steps: Sequence[int], steps: int) -> int:
+    """The latest step a resume may start from: before the first requested checkpoint
+    whose file is missing (e.g. deleted by a rerun), so that every checkpoint gets written.
+    Training is a pure function of (config, seed, step), so going back costs only time."""
+    missing = [int(k) for k in checkpoint_steps if not checkpoint_path(out_dir, int(k)).exists()]
+    return min([steps, *(k - 1 for k in missing)])
+
+
 def _check_resumable(saved: dict[str, Any], config: dict[str, Any], path: Path) -> None:
     diff = [k for k in RESUME_KEYS if saved.get(k) != config.get(k)]
     if diff:
@@ -282,7 +290,11 @@ def train(
 
     rows: list[dict[str, Any]] = []
     start = 0
-    resume_from = _latest_checkpoint(out_dir, steps) if out_dir.exists() else None
+    resume_from = None
+    if out_dir.exists():
+        resume_from = _latest_checkpoint(
+            out_dir, _resumable_until(out_dir, checkpoint_steps, steps)
+        )
     if resume_from is not None:
         # RNG states must stay CPU tensors; load_state_dict moves weights to the device.
         state = torch.load(resume_from, map_location="cpu", weights_only=False)

@@ -77,7 +77,7 @@ def run_train_cell(clean_npz, eval_npz, cell: dict, train_cfg: dict, device: str
 def common_eval_ts(train_cfg: dict, t_max: int | None) -> list[int] | None:
     """Evaluate full and truncated models at the same steps (the sampling start points
     both can reach), so their convergence curves compare like with like."""
-    reachable = [t for t in train_cfg.get("sample", {}).get("t0", []) if t <= (t_max or 10**9)]
+    reachable = [t for t in train_cfg.get("eval_t", []) if t <= (t_max or train_cfg["T"])]
     return sorted(set(reachable)) or None
 
 
