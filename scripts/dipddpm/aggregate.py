@@ -191,9 +191,9 @@ def summarise(frame: pd.DataFrame, by: Sequence[str], value_cols: Sequence[str])
 
 
 def method_label(method: Any, t0: Any = None) -> str:
-    """Readable name of a method; DIP+DDPM carries its start time t0."""
+    """Readable name of a method; the DIP-started ones carry their start time t0."""
     label = METHOD_LABELS.get(str(method), str(method))
-    if str(method) == "dip+ddpm" and t0 is not None and not pd.isna(t0):
+    if str(method) in ("dip+ddpm", "dip-guided") and t0 is not None and not pd.isna(t0):
         return f"{label} (t0={t0:g})" if isinstance(t0, int | float) else f"{label} (t0={t0})"
     return label
 
