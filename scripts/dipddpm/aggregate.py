@@ -318,7 +318,10 @@ def earlystop_comparison(frame: pd.DataFrame) -> pd.DataFrame:
     # (a progressive rule's gap_db is to its own run's peak, which would flatter it).
     values = ["psnr", "gap_plain_db", "gap_db", "iter_gap", "within_1db", "extra_compute"]
     values = [v for v in values if v in frame.columns]
-    return _drop_empty_columns(summarise(frame, ["dataset", "task", "rule"], values))
+    # The ablation axes (schedule, K, sigma_max, architecture) stay apart.
+    axes = ["dataset", "task", "arch", "schedule", "stages", "smax", "rule"]
+    keys = [k for k in axes if k in frame.columns]
+    return _drop_empty_columns(summarise(frame, keys, values))
 
 
 def build_tables(
