@@ -7,23 +7,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dipddpm.data import CIFAR10_CLASSES as CLASSES
+
 # Tests run many small torch ops; one thread each keeps them fast and repeatable on 2 cores.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
-CLASSES = (
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-)
 
 
 @pytest.fixture(scope="session")
