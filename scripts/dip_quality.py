@@ -12,14 +12,15 @@ the full 2000-3000 iterations.
 from __future__ import annotations
 
 import argparse
+import time
 
-import numpy as np
+import pandas as pd
 import torch
 
 from dipddpm.data import load_skimage_images, to_chw_float
 from dipddpm.degrade import degrade
 from dipddpm.device import pick_device
-from dipddpm.dip.fit import fit_dip
+from dipddpm.dip.fit import DIPFitter
 from dipddpm.dip.models import ARCH_DEFAULTS
 from dipddpm.io import save_csv
 from dipddpm.operators import Operator
@@ -49,28 +50,33 @@ def main() -> None:
     image = centre_crop(load_skimage_images([args.image]).images[0], args.crop)
     clean = to_chw_float(image[None])
     degraded = degrade(clean, {"kind": "denoise", "sigma": args.sigma}, seed=args.seed)
-    result = fit_dip(
-        degraded.observed,
-        Operator("denoise"),
-        args.arch,
-        {},
-        [args.seed],
-        iters=args.iters,
-        clean=clean,
-        device=pick_device(args.device),
-        log_every=1,
-    )
-    trajectory = result.trajectory
-    noisy_psnr = -10 * np.log10(np.mean((degraded.observed - clean) ** 2))
+    device = pick_device(args.device)
+    observed = torch.from_numpy(degraded.observed).to(device)
+    target = torch.from_numpy(clean).to(device)
+    fitter = DIPFitter(args.arch, {}, tuple(clean.shape[1:]), [args.seed], device=device)
+    noisy_psnr = psnr(observed, target)
     print(f"{args.image} {args.crop}x{args.crop}, sigma {args.sigma:g}: noisy input "
-          f"{noisy_psnr:.2f} dB; {result.seconds / args.iters:.2f} s/iteration")  # fmt: skip
-    for _, row in trajectory[trajectory["iteration"] % args.every == 0].iterrows():
-        print(f"  iter {int(row.iteration):5d}  PSNR {row.psnr_clean:6.2f}  "
-              f"EMA {row.psnr_clean_ema:6.2f}")  # fmt: skip
-    best = trajectory.loc[trajectory["psnr_clean_ema"].idxmax()]
-    print(f"peak (EMA output): {best.psnr_clean_ema:.2f} dB at iteration {int(best.iteration)}")
+          f"{noisy_psnr:.2f} dB", flush=True)  # fmt: skip
+    # Printed as it goes (flushed), so a run cut short still leaves its numbers.
+    rows, best, start = [], (-1.0, 0), time.perf_counter()
+    for _ in range(args.iters):
+        output, _loss = fitter.step(observed, Operator("denoise"))
+        it = fitter.iteration
+        raw, ema = psnr(output, target), psnr(fitter.output_ema, target)
+        rows.append({"iteration": it, "psnr_clean": raw, "psnr_clean_ema": ema,
+                     "elapsed_s": time.perf_counter() - start})  # fmt: skip
+        best = max(best, (ema, it))
+        if it % args.every == 0:
+            print(f"  iter {it:5d}  PSNR {raw:6.2f}  EMA {ema:6.2f}  "
+                  f"peak EMA {best[0]:6.2f} at {best[1]}  "
+                  f"{(time.perf_counter() - start) / it:.2f} s/it", flush=True)  # fmt: skip
+    print(f"peak (EMA output): {best[0]:.2f} dB at iteration {best[1]}")
     if args.out:
-        save_csv(args.out, trajectory)
+        save_csv(args.out, pd.DataFrame(rows))
+
+
+def psnr(x: torch.Tensor, ref: torch.Tensor) -> float:
+    return float(-10 * torch.log10(torch.mean((x.clamp(0, 1) - ref) ** 2)))
 
 
 if __name__ == "__main__":
