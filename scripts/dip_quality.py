@@ -55,21 +55,33 @@ def main() -> None:
     target = torch.from_numpy(clean).to(device)
     fitter = DIPFitter(args.arch, {}, tuple(clean.shape[1:]), [args.seed], device=device)
     noisy_psnr = psnr(observed, target)
-    print(f"{args.image} {args.crop}x{args.crop}, sigma {args.sigma:g}: noisy input "
-          f"{noisy_psnr:.2f} dB", flush=True)  # fmt: skip
+    print(
+        f"{args.image} {args.crop}x{args.crop}, sigma {args.sigma:g}: noisy input "
+        f"{noisy_psnr:.2f} dB",
+        flush=True,
+    )
     # Printed as it goes (flushed), so a run cut short still leaves its numbers.
     rows, best, start = [], (-1.0, 0), time.perf_counter()
     for _ in range(args.iters):
         output, _loss = fitter.step(observed, Operator("denoise"))
         it = fitter.iteration
         raw, ema = psnr(output, target), psnr(fitter.output_ema, target)
-        rows.append({"iteration": it, "psnr_clean": raw, "psnr_clean_ema": ema,
-                     "elapsed_s": time.perf_counter() - start})  # fmt: skip
+        rows.append(
+            {
+                "iteration": it,
+                "psnr_clean": raw,
+                "psnr_clean_ema": ema,
+                "elapsed_s": time.perf_counter() - start,
+            }
+        )
         best = max(best, (ema, it))
         if it % args.every == 0:
-            print(f"  iter {it:5d}  PSNR {raw:6.2f}  EMA {ema:6.2f}  "
-                  f"peak EMA {best[0]:6.2f} at {best[1]}  "
-                  f"{(time.perf_counter() - start) / it:.2f} s/it", flush=True)  # fmt: skip
+            print(
+                f"  iter {it:5d}  PSNR {raw:6.2f}  EMA {ema:6.2f}  "
+                f"peak EMA {best[0]:6.2f} at {best[1]}  "
+                f"{(time.perf_counter() - start) / it:.2f} s/it",
+                flush=True,
+            )
     print(f"peak (EMA output): {best[0]:.2f} dB at iteration {best[1]}")
     if args.out:
         save_csv(args.out, pd.DataFrame(rows))

@@ -26,10 +26,20 @@ def workdir(root, tiny_archive, inception_weights, tmp_path_factory):
 
 def snakemake(root, workdir, *args) -> subprocess.CompletedProcess:
     command = [
-        sys.executable, "-m", "snakemake", *args, "--cores", "2",
-        "--snakefile", str(root / "Snakefile"), "--directory", str(workdir),
-        "--configfile", str(workdir / "tiny.yaml"), "--replace-workflow-config",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "snakemake",
+        *args,
+        "--cores",
+        "2",
+        "--snakefile",
+        str(root / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / "tiny.yaml"),
+        "--replace-workflow-config",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, cwd=workdir)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
@@ -79,8 +89,14 @@ def test_fid_is_computed_with_the_configured_weights(workdir, full_run):
 
 
 def test_figures_exist(workdir, full_run):
-    for name in ("quality_vs_steps", "dip_trajectories", "training_curves", "qualitative",
-                 "earlystop_curves", "gap_distribution"):  # fmt: skip
+    for name in (
+        "quality_vs_steps",
+        "dip_trajectories",
+        "training_curves",
+        "qualitative",
+        "earlystop_curves",
+        "gap_distribution",
+    ):
         assert (workdir / f"results/figures/{name}.png").stat().st_size > 1000
         assert (workdir / f"results/figures/{name}.pdf").exists()
 

@@ -33,8 +33,17 @@ log = logging.getLogger("dipddpm")
 STARTS = ("noise", "obs", "dip")
 
 
-def run_train_cell(clean_npz, eval_npz, cell: dict, train_cfg: dict, device: str, threads: int,
-                   out_dir, checkpoint_steps: list[int], out_json) -> None:  # fmt: skip
+def run_train_cell(
+    clean_npz,
+    eval_npz,
+    cell: dict,
+    train_cfg: dict,
+    device: str,
+    threads: int,
+    out_dir,
+    checkpoint_steps: list[int],
+    out_json,
+) -> None:
     """Train one DDPM cell; checkpoints ``out_dir/step~{k}.pt``, ``curve.csv``; resumable."""
     torch.set_num_threads(max(1, int(threads)))
     images = load_npz(clean_npz)["images"]
@@ -69,9 +78,14 @@ def run_train_cell(clean_npz, eval_npz, cell: dict, train_cfg: dict, device: str
     seconds = float(curve["elapsed_s"].max()) if "elapsed_s" in curve else float("nan")
     save_json(
         out_json,
-        {**cell, "train": train_cfg, "checkpoints": checkpoint_steps, "seconds": seconds,
-         **describe_device(dev)},
-    )  # fmt: skip
+        {
+            **cell,
+            "train": train_cfg,
+            "checkpoints": checkpoint_steps,
+            "seconds": seconds,
+            **describe_device(dev),
+        },
+    )
 
 
 def common_eval_ts(train_cfg: dict, t_max: int | None) -> list[int] | None:
@@ -112,9 +126,22 @@ def method_name(start: str, lam: float) -> str:
     return f"ddpm-{start}"
 
 
-def run_sample_cell(ckpt, degraded_npz, degraded_json, prior_npz, prior_iters: int | None,
-                    cell: dict, sampler: str, eta: float, device: str, threads: int,
-                    out_npz, out_metrics, out_json, out_preview) -> None:  # fmt: skip
+def run_sample_cell(
+    ckpt,
+    degraded_npz,
+    degraded_json,
+    prior_npz,
+    prior_iters: int | None,
+    cell: dict,
+    sampler: str,
+    eta: float,
+    device: str,
+    threads: int,
+    out_npz,
+    out_metrics,
+    out_json,
+    out_preview,
+) -> None:
     """Restore a degraded set with a trained DDPM from one start point; write metrics."""
     torch.set_num_threads(max(1, int(threads)))
     dev = pick_device(device)
@@ -128,21 +155,53 @@ def run_sample_cell(ckpt, degraded_npz, degraded_json, prior_npz, prior_iters: i
     x_start, t_start = start_point(start, diffusion, data, task, prior, cell["t0"], generator)
     check_trained_range(meta, t_start, ckpt)
     guide = Guide.for_task(operator, data["observed"], x_dip=prior, lam=lam)
-    result = sample(model, diffusion, x_start, t_start, min(steps, t_start), sampler, eta,
-                    guide=guide, generator=generator)  # fmt: skip
+    result = sample(
+        model,
+        diffusion,
+        x_start,
+        t_start,
+        min(steps, t_start),
+        sampler,
+        eta,
+        guide=guide,
+        generator=generator,
+    )
     metrics = per_image_metrics(result.images, data["clean"])
     method = method_name(start, lam)
-    for key, value in {**cell, "stage": "ddpm", "method": method, "t_start": t_start,
-                       "nfe": result.nfe, "seconds": result.seconds, "device": dev.type,
-                       "sampler": sampler}.items():  # fmt: skip
+    for key, value in {
+        **cell,
+        "stage": "ddpm",
+        "method": method,
+        "t_start": t_start,
+        "nfe": result.nfe,
+        "seconds": result.seconds,
+        "device": dev.type,
+        "sampler": sampler,
+    }.items():
         metrics[key] = value
-    save_png(out_preview, image_grid(np.concatenate([data["clean"][:8], result.images[:8]]),
-                                     ncol=min(8, len(result.images))))  # fmt: skip
+    save_png(
+        out_preview,
+        image_grid(
+            np.concatenate([data["clean"][:8], result.images[:8]]), ncol=min(8, len(result.images))
+        ),
+    )
     save_csv(out_metrics, metrics)
-    save_json(out_json, {**cell, "method": method, "t_start": t_start, "nfe": result.nfe,
-                         "seconds": result.seconds, "sampler": sampler, "eta": eta,
-                         "checkpoint": str(ckpt), "train_step": meta["step"],
-                         "train_config": meta["config"], **describe_device(dev)})  # fmt: skip
+    save_json(
+        out_json,
+        {
+            **cell,
+            "method": method,
+            "t_start": t_start,
+            "nfe": result.nfe,
+            "seconds": result.seconds,
+            "sampler": sampler,
+            "eta": eta,
+            "checkpoint": str(ckpt),
+            "train_step": meta["step"],
+            "train_config": meta["config"],
+            **describe_device(dev),
+        },
+    )
     save_npz(out_npz, samples=result.images)
 
 
@@ -157,19 +216,41 @@ def check_trained_range(meta: dict, t_start: int, ckpt) -> None:
         )
 
 
-def run_generate_cell(ckpt, n: int, cell: dict, sampler: str, eta: float, device: str,
-                      threads: int, out_npz, out_json, out_preview) -> None:  # fmt: skip
+def run_generate_cell(
+    ckpt,
+    n: int,
+    cell: dict,
+    sampler: str,
+    eta: float,
+    device: str,
+    threads: int,
+    out_npz,
+    out_json,
+    out_preview,
+) -> None:
     """Unconditional samples from noise at T; records NFE and wall time."""
     torch.set_num_threads(max(1, int(threads)))
     dev = pick_device(device)
     model, diffusion, meta = load_model(ckpt, dev)
     generator = torch.Generator().manual_seed(int(cell["seed"]))
-    result = generate(model, diffusion, n, int(cell["steps"]), sampler=sampler, eta=eta,
-                      generator=generator)  # fmt: skip
+    result = generate(
+        model, diffusion, n, int(cell["steps"]), sampler=sampler, eta=eta, generator=generator
+    )
     save_png(out_preview, image_grid(result.images[:64]))
-    save_json(out_json, {**cell, "method": "ddpm-noise", "n": n, "nfe": result.nfe,
-                         "seconds": result.seconds, "sampler": sampler, "eta": eta,
-                         "train_step": meta["step"], **describe_device(dev)})  # fmt: skip
+    save_json(
+        out_json,
+        {
+            **cell,
+            "method": "ddpm-noise",
+            "n": n,
+            "nfe": result.nfe,
+            "seconds": result.seconds,
+            "sampler": sampler,
+            "eta": eta,
+            "train_step": meta["step"],
+            **describe_device(dev),
+        },
+    )
     save_npz(out_npz, samples=result.images)
 
 

@@ -14,9 +14,21 @@ from ..operators import Operator
 log = logging.getLogger("dipddpm")
 
 
-def run_cell(degraded_npz, degraded_json, cell: dict, arch: dict, dip: dict, es: dict,
-             device: str, threads: int, out_table, out_curves, out_trajectory, out_npz,
-             out_json) -> None:  # fmt: skip
+def run_cell(
+    degraded_npz,
+    degraded_json,
+    cell: dict,
+    arch: dict,
+    dip: dict,
+    es: dict,
+    device: str,
+    threads: int,
+    out_table,
+    out_curves,
+    out_trajectory,
+    out_npz,
+    out_json,
+) -> None:
     """Progressive-target DIP with its stopping rule, and the baselines on a plain fit."""
     torch.set_num_threads(max(1, int(threads)))
     data, task = load_npz(degraded_npz), load_json(degraded_json)
@@ -55,6 +67,8 @@ def run_cell(degraded_npz, degraded_json, cell: dict, arch: dict, dip: dict, es:
     save_csv(out_curves, result.stage_curves)
     save_csv(out_trajectory, result.trajectory)
     save_npz(out_npz, outputs=result.outputs_at_stop, stops=result.stops)
-    save_json(out_json, {**cell, "arch_params": arch, "earlystop": es, "info": result.info,
-                         **describe_device(dev)})  # fmt: skip
+    save_json(
+        out_json,
+        {**cell, "arch_params": arch, "earlystop": es, "info": result.info, **describe_device(dev)},
+    )
     save_csv(out_table, table)

@@ -31,8 +31,12 @@ def run_fid_reference(clean_npz, weights, device: str, out_npz) -> None:
     """Inception statistics of a reference set, computed once and cached."""
     images = load_npz(clean_npz)["images"]
     stats = reference_stats(images, out_npz, weights=weights, device=device)
-    log.info("reference of %d images: available=%s %s", len(images), stats.get("available"),
-             stats.get("reason", ""))  # fmt: skip
+    log.info(
+        "reference of %d images: available=%s %s",
+        len(images),
+        stats.get("available"),
+        stats.get("reason", ""),
+    )
 
 
 def run_fid_cell(samples_npz, cell_json, reference_npz, weights, device: str, out_json) -> None:
@@ -40,8 +44,20 @@ def run_fid_cell(samples_npz, cell_json, reference_npz, weights, device: str, ou
     samples = load_npz(samples_npz)["samples"]
     cell = load_json(cell_json)
     result = fid_kid(samples, reference_npz, weights=weights, device=device)
-    keep = ("method", "steps", "t0", "start", "lam", "mode", "tmax", "ckpt", "seed", "nfe",
-            "dataset", "task")  # fmt: skip
+    keep = (
+        "method",
+        "steps",
+        "t0",
+        "start",
+        "lam",
+        "mode",
+        "tmax",
+        "ckpt",
+        "seed",
+        "nfe",
+        "dataset",
+        "task",
+    )
     record = {key: cell[key] for key in keep if key in cell}
     save_json(out_json, {**record, **result, "stage": "fid"})
 
@@ -51,8 +67,9 @@ def _curve_params(path: Path) -> dict:
     return {"t_max": int(found["tmax"])} if "tmax" in found else {}
 
 
-def run_aggregate(metrics, curves, fids, earlystops, target_psnr: float, target_eval_psnr,
-                  out_all_cells, out_dir) -> None:  # fmt: skip
+def run_aggregate(
+    metrics, curves, fids, earlystops, target_psnr: float, target_eval_psnr, out_all_cells, out_dir
+) -> None:
     """The tidy table of every cell x image and the summary tables (CSV + Markdown)."""
     cells = aggregate.collect(metrics)
     tables = aggregate.build_tables(
@@ -65,8 +82,9 @@ def run_aggregate(metrics, curves, fids, earlystops, target_psnr: float, target_
     )
     aggregate.write_all_cells(cells, out_all_cells)
     aggregate.write_tables(tables, out_dir)
-    log.info("aggregated %d rows from %d cells into %d tables", len(cells), len(metrics),
-             len(tables))  # fmt: skip
+    log.info(
+        "aggregated %d rows from %d cells into %d tables", len(cells), len(metrics), len(tables)
+    )
 
 
 def read_tables(table_dir) -> dict[str, pd.DataFrame]:
@@ -77,8 +95,9 @@ def read_tables(table_dir) -> dict[str, pd.DataFrame]:
     return tables
 
 
-def run_figures(all_cells, trajectories, curves, fids, earlystops, stage_curves,
-                qualitative: dict, out_dir) -> None:  # fmt: skip
+def run_figures(
+    all_cells, trajectories, curves, fids, earlystops, stage_curves, qualitative: dict, out_dir
+) -> None:
     """Every figure of the report as PNG and PDF under ``out_dir``."""
     out = Path(out_dir)
     cells = pd.read_csv(all_cells)
@@ -87,8 +106,9 @@ def run_figures(all_cells, trajectories, curves, fids, earlystops, stage_curves,
     figures.quality_vs_steps(sampled, out / "quality_vs_steps")
     figures.dip_trajectories(trajectory, out / "dip_trajectories")
     figures.dip_t0_heatmap(sampled, out / "dip_t0_heatmap")
-    figures.fid_vs_steps(aggregate.collect_json(fids) if fids else pd.DataFrame(),
-                         out / "fid_vs_steps")  # fmt: skip
+    figures.fid_vs_steps(
+        aggregate.collect_json(fids) if fids else pd.DataFrame(), out / "fid_vs_steps"
+    )
     curve = aggregate.load_curves(curves, _curve_params) if curves else pd.DataFrame()
     figures.training_curves(curve, out / "training_curves")
     figures.qualitative_grid(load_panels(qualitative), out / "qualitative")
@@ -115,10 +135,19 @@ def load_panels(qualitative: dict) -> dict:
 
 def git_commit(repo: str | Path = ".") -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, text=True,
-                             capture_output=True, check=True)  # fmt: skip
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=repo, text=True, capture_output=True).stdout.strip()  # fmt: skip
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=repo,
+            text=True,
+            capture_output=True,
+            check=True,
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=repo,
+            text=True,
+            capture_output=True,
+        ).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
