@@ -126,6 +126,13 @@ def method_name(start: str, lam: float) -> str:
     return f"ddpm-{start}"
 
 
+def load_for_sampling(ckpt, device: str, threads: int):
+    """(EMA model, diffusion, checkpoint meta, device) for a sampling job."""
+    torch.set_num_threads(max(1, int(threads)))
+    dev = pick_device(device)
+    return (*load_model(ckpt, dev), dev)
+
+
 def run_sample_cell(
     ckpt,
     degraded_npz,
@@ -143,9 +150,7 @@ def run_sample_cell(
     out_preview,
 ) -> None:
     """Restore a degraded set with a trained DDPM from one start point; write metrics."""
-    torch.set_num_threads(max(1, int(threads)))
-    dev = pick_device(device)
-    model, diffusion, meta = load_model(ckpt, dev)
+    model, diffusion, meta, dev = load_for_sampling(ckpt, device, threads)
     data, task, operator = load_observation(degraded_npz, degraded_json)
     prior = None
     if prior_npz is not None:
@@ -229,9 +234,7 @@ def run_generate_cell(
     out_preview,
 ) -> None:
     """Unconditional samples from noise at T; records NFE and wall time."""
-    torch.set_num_threads(max(1, int(threads)))
-    dev = pick_device(device)
-    model, diffusion, meta = load_model(ckpt, dev)
+    model, diffusion, meta, dev = load_for_sampling(ckpt, device, threads)
     generator = torch.Generator().manual_seed(int(cell["seed"]))
     result = generate(
         model, diffusion, n, int(cell["steps"]), sampler=sampler, eta=eta, generator=generator
