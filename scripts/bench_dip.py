@@ -6,8 +6,16 @@ Not a test. Example (the shared CPU; keep iterations small):
 
 "single" fits ``--single-fits`` images one after another, each with its own K=1 fitter;
 "batched" fits K images in one fitter (``batched-loop`` / ``batched-grouped`` force the
-convolution mode). Every Adam step after a warm-up step is timed; the fastest one is kept
-because the machine is shared. Images/second of a fit = image-steps/second / iterations.
+convolution mode); "chunked" fits them as ``fit_dip`` does by default, in chunks of
+``default_chunk_size`` images (one fitter per chunk, the chunks one after another). Every
+Adam step after a warm-up step is timed; the fastest one is kept because the machine is
+shared. Images/second of a fit = image-steps/second / iterations.
+
+The convolution bound: every convolution layer of a step is also timed on its own
+(forward and backward, on the input it sees in a real step). ``conv_bound`` =
+K / (those seconds) is the rate a fitter would reach if everything but its convolutions
+were free; dividing the batched bound by the single rate bounds the batched speed-up that
+any overhead reduction can buy with these convolution kernels.
 """
 
 from __future__ import annotations
@@ -21,8 +29,46 @@ import torch
 
 from dipddpm.device import describe_device
 from dipddpm.dip import DIPFitter
+from dipddpm.dip.fit import default_chunk_size
+from dipddpm.dip.models import (
+    StackedConv2d,
+    StackedPointwiseConv2d,
+    build_dip_net,
+    resolve_params,
+)
 from dipddpm.io import save_csv
 from dipddpm.operators import Operator
+
+CONV_LAYERS = (StackedConv2d, StackedPointwiseConv2d)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, device: torch.device) -> float:
+    _synchronize(device)
+    start = time.perf_counter()
+    fn()
+    _synchronize(device)
+    return time.perf_counter() - start
+
+
+def _fitter_and_observation(
+    params: dict, size: int, seeds: list[int], device: torch.device, conv_mode: str
+) -> tuple[DIPFitter, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    observed = torch.rand(len(seeds), 3, size, size, generator=g).to(device)
+    fitter = DIPFitter("skip", params, (3, size, size), seeds, device=device, conv_mode=conv_mode)
+    return fitter, observed
+
+
+def num_params(params: dict, size: int) -> int:
+    """Parameters of one skip network with these settings (built on the meta device)."""
+    with torch.device("meta"):
+        net = build_dip_net("skip", 3, (size, size), **resolve_params("skip", params))
+    return sum(p.numel() for p in net.parameters())
 
 
 def step_times(
@@ -35,68 +81,154 @@ def step_times(
 ) -> list[float]:
     """Seconds of each of ``iters`` steps of one fitter over len(seeds) images (after a
     warm-up step)."""
-    g = torch.Generator().manual_seed(0)
-    observed = torch.rand(len(seeds), 3, size, size, generator=g).to(device)
-    fitter = DIPFitter("skip", params, (3, size, size), seeds, device=device, conv_mode=conv_mode)
+    fitter, observed = _fitter_and_observation(params, size, seeds, device, conv_mode)
     operator = Operator("denoise")
     fitter.step(observed, operator)
-    times = []
-    for _ in range(iters):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fitter.step(observed, operator)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return times
+    return [_timed(lambda: fitter.step(observed, operator), device) for _ in range(iters)]
+
+
+def conv_flops(module: torch.nn.Module, x: torch.Tensor, needs_grad: bool) -> int:
+    """Floating-point operations of one stacked convolution layer, forward and backward:
+    2 per multiply-add, one pass for the output, one for the weight gradient and one more
+    for the input gradient when it is needed."""
+    with torch.no_grad():
+        out_elements = module(x).numel()
+    weight = module.weight  # (K, out, in, kh, kw): an output element sums in * kh * kw terms
+    multiply_adds = out_elements * weight[0, 0].numel()
+    return 2 * multiply_adds * (3 if needs_grad else 2)
+
+
+def conv_seconds(
+    params: dict,
+    size: int,
+    seeds: list[int],
+    repeats: int,
+    device: torch.device,
+    conv_mode: str = "auto",
+) -> tuple[float, int, int]:
+    """Seconds one step spends in its convolutions alone, how many layers and FLOPs that is.
+
+    Each convolution layer is timed forward and backward (weight gradients, and the input
+    gradient where the real step needs it) on the input it received in a real step; the
+    fastest of ``repeats`` timings per layer is kept.
+    """
+    fitter, observed = _fitter_and_observation(params, size, seeds, device, conv_mode)
+    seen: list[tuple[torch.nn.Module, torch.Tensor, bool]] = []
+
+    def record(module, inputs, _output):
+        seen.append((module, inputs[0].detach().clone(), inputs[0].requires_grad))
+
+    layers = [m for m in fitter.net.modules() if isinstance(m, CONV_LAYERS)]
+    hooks = [layer.register_forward_hook(record) for layer in layers]
+    try:
+        fitter.step(observed, Operator("denoise"))
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+    def forward_backward(module, x, needs_grad):
+        x = x.requires_grad_(needs_grad)
+        out = module(x)
+        wrt = [*module.parameters(), *([x] if needs_grad else [])]
+        torch.autograd.grad(out, wrt, torch.ones_like(out))
+
+    total, flops = 0.0, 0
+    for module, x, needs_grad in seen:
+        forward_backward(module, x, needs_grad)  # warm-up: kernel selection, allocation
+        flops += conv_flops(module, x, needs_grad)
+        total += min(
+            _timed(lambda: forward_backward(module, x, needs_grad), device)  # noqa: B023
+            for _ in range(repeats)
+        )
+    return total, len(seen), flops
+
+
+def plan_mode(
+    mode: str, args: argparse.Namespace, params: dict, device: torch.device
+) -> tuple[int, str, list[list[int]]]:
+    """Images per step, convolution mode and the seed list of each fitter to time."""
+    if mode == "single":
+        return 1, "auto", [[i] for i in range(args.single_fits)]
+    if mode in {"batched", "batched-loop", "batched-grouped"}:
+        conv_mode = {"batched": "auto"}.get(mode, mode.removeprefix("batched-"))
+        return args.k, conv_mode, [list(range(args.k))]
+    if mode == "chunked":
+        size = (args.size, args.size)
+        chunk = default_chunk_size(device, num_params(params, args.size), size) or args.k
+        return args.k, "auto", [list(range(min(args.k, chunk)))]
+    raise ValueError(f"unknown --modes entry {mode!r}")
 
 
 def bench_device(args: argparse.Namespace, device: torch.device) -> list[dict]:
     params = {"depth": args.depth, "channels_down": args.channels, "channels_up": args.channels}
     rows = []
     for mode in [m for m in args.modes.split(",") if m]:
-        if mode == "single":
-            k = 1
-            runs = [
-                step_times(params, args.size, [i], args.iters, device)
-                for _ in range(args.repeats)
-                for i in range(args.single_fits)
-            ]
-        elif mode in {"batched", "batched-loop", "batched-grouped"}:
-            k = args.k
-            conv_mode = {"batched": "auto"}.get(mode, mode.removeprefix("batched-"))
-            runs = [
-                step_times(params, args.size, list(range(k)), args.iters, device, conv_mode)
-                for _ in range(args.repeats)
-            ]
-        else:
-            raise ValueError(f"unknown --modes entry {mode!r}")
-        times = [t for run in runs for t in run]
+        k, conv_mode, seed_lists = plan_mode(mode, args, params, device)
+        times = [
+            t
+            for _ in range(args.repeats)
+            for seeds in seed_lists
+            for t in step_times(params, args.size, seeds, args.iters, device, conv_mode)
+        ]
+        # A chunked step of k images is k / chunk steps of one chunk, as fit_dip runs them.
+        steps_per_k = k / len(seed_lists[0])
+        times = [t * steps_per_k for t in times]
         # The machine is shared: the fastest step is the least disturbed one.
         step = min(times)
-        rows.append(
-            {
-                "device": device.type,
-                "mode": mode,
-                "k": k,
-                "size": args.size,
-                "depth": args.depth,
-                "channels": args.channels,
-                "threads": torch.get_num_threads(),
-                "steps_timed": len(times),
-                "step_s_min": step,
-                "step_s_median": float(pd.Series(times).median()),
-                "image_step_s": step / k,
-                "image_steps_per_s": k / step,
-            }
-        )
-        print(
+        row = {
+            "device": device.type,
+            "mode": mode,
+            "k": k,
+            "chunk": len(seed_lists[0]),
+            "size": args.size,
+            "depth": args.depth,
+            "channels": args.channels,
+            "threads": torch.get_num_threads(),
+            "steps_timed": len(times),
+            "step_s_min": step,
+            "step_s_median": float(pd.Series(times).median()),
+            "image_step_s": step / k,
+            "image_steps_per_s": k / step,
+        }
+        message = (
             f"{device.type} {mode} k={k}: step {step * 1e3:.1f} ms (median "
-            f"{rows[-1]['step_s_median'] * 1e3:.1f}), {k / step:.1f} image-steps/s",
-            flush=True,
+            f"{row['step_s_median'] * 1e3:.1f}), {k / step:.1f} image-steps/s"
         )
+        if args.bound:
+            conv_s, layers, flops = conv_seconds(
+                params, args.size, seed_lists[0], 3 * args.iters, device, conv_mode
+            )
+            row["conv_gflop_per_s"] = flops / conv_s / 1e9
+            conv_s *= steps_per_k
+            row |= {
+                "conv_layers": layers,
+                "conv_s": conv_s,
+                "conv_share": conv_s / step,
+                "conv_bound_image_steps_per_s": k / conv_s,
+            }
+            message += (
+                f"; convolutions alone {conv_s * 1e3:.1f} ms ({layers} layers, "
+                f"{conv_s / step:.0%} of the step, {row['conv_gflop_per_s']:.0f} GFLOP/s), "
+                f"bound {k / conv_s:.1f} image-steps/s"
+            )
+        rows.append(row)
+        print(message, flush=True)
     return rows
+
+
+def print_speedups(frame: pd.DataFrame) -> None:
+    """Batched over single speed-up per device, and its convolution bound when measured."""
+    for device, group in frame.groupby("device"):
+        by_mode = group.set_index("mode")
+        if "single" not in by_mode.index:
+            continue
+        single = by_mode.loc["single", "image_steps_per_s"]
+        for mode, row in by_mode.drop(index="single").iterrows():
+            line = f"{device}: {mode}/single speed-up {row['image_steps_per_s'] / single:.2f}x"
+            if "conv_bound_image_steps_per_s" in row:
+                bound = row["conv_bound_image_steps_per_s"] / single
+                line += f" (convolution bound {bound:.2f}x)"
+            print(line)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -108,12 +240,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=32, help="image side (CIFAR: 32)")
     parser.add_argument("--depth", type=int, default=4, help="skip depth (4 fits 32x32)")
     parser.add_argument("--channels", type=int, default=128, help="skip channels per scale")
-    parser.add_argument("--modes", default="single,batched",
-                        help="comma list of single, batched (auto conv mode), "
-                        "batched-loop, batched-grouped")  # fmt: skip
+    parser.add_argument("--modes", default="single,batched,chunked",
+                        help="comma list of single, batched (one fitter, auto conv mode), "
+                        "batched-loop, batched-grouped, chunked (fit_dip's default "
+                        "chunks of the k images)")  # fmt: skip
     parser.add_argument("--repeats", type=int, default=2, help="timings per mode; best kept")
     parser.add_argument("--devices", default="cpu,cuda", help="cuda is skipped when absent")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--no-bound", dest="bound", action="store_false",
+                        help="skip timing the convolution layers on their own")  # fmt: skip
     parser.add_argument("--out", default=None, help="optional CSV path")
     return parser.parse_args(argv)
 
@@ -132,11 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         rows += bench_device(args, device)
     frame = pd.DataFrame(rows)
     print(frame.to_string(index=False))
-    for device, group in frame.groupby("device"):
-        rates = dict(zip(group["mode"], group["image_steps_per_s"], strict=True))
-        for mode, rate in rates.items():
-            if mode != "single" and "single" in rates:
-                print(f"{device}: {mode}/single speed-up {rate / rates['single']:.2f}x")
+    print_speedups(frame)
     if args.out:
         save_csv(args.out, frame)
     return 0

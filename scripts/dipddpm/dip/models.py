@@ -120,8 +120,8 @@ class PointwiseConv2d(nn.Conv2d):
     """A 1x1 convolution computed as a matrix product.
 
     Same parameters and result as ``nn.Conv2d(c_in, c_out, 1)``, but when the fitting engine
-    vmaps K stacked networks it becomes one batched matmul, whereas a grouped 1x1
-    convolution falls back to a slow per-group loop on the CPU.
+    stacks K networks it becomes one batched matmul (``StackedPointwiseConv2d``), which on
+    the CPU rounds like the single network's matmul, keeping batched fits bit-identical.
     """
 
     def __init__(self, c_in: int, c_out: int, bias: bool = True) -> None:
