@@ -87,12 +87,10 @@ def step_times(
     return [_timed(lambda: fitter.step(observed, operator), device) for _ in range(iters)]
 
 
-def conv_flops(module: torch.nn.Module, x: torch.Tensor, needs_grad: bool) -> int:
+def conv_flops(module: torch.nn.Module, out_elements: int, needs_grad: bool) -> int:
     """Floating-point operations of one stacked convolution layer, forward and backward:
     2 per multiply-add, one pass for the output, one for the weight gradient and one more
     for the input gradient when it is needed."""
-    with torch.no_grad():
-        out_elements = module(x).numel()
     weight = module.weight  # (K, out, in, kh, kw): an output element sums in * kh * kw terms
     multiply_adds = out_elements * weight[0, 0].numel()
     return 2 * multiply_adds * (3 if needs_grad else 2)
@@ -113,10 +111,11 @@ def conv_seconds(
     fastest of ``repeats`` timings per layer is kept.
     """
     fitter, observed = _fitter_and_observation(params, size, seeds, device, conv_mode)
-    seen: list[tuple[torch.nn.Module, torch.Tensor, bool]] = []
+    seen: list[tuple[torch.nn.Module, torch.Tensor, bool, int]] = []
 
-    def record(module, inputs, _output):
-        seen.append((module, inputs[0].detach().clone(), inputs[0].requires_grad))
+    def record(module, inputs, output):
+        x = inputs[0]
+        seen.append((module, x.detach().clone(), x.requires_grad, output.numel()))
 
     layers = [m for m in fitter.net.modules() if isinstance(m, CONV_LAYERS)]
     hooks = [layer.register_forward_hook(record) for layer in layers]
@@ -133,9 +132,9 @@ def conv_seconds(
         torch.autograd.grad(out, wrt, torch.ones_like(out))
 
     total, flops = 0.0, 0
-    for module, x, needs_grad in seen:
+    for module, x, needs_grad, out_elements in seen:
         forward_backward(module, x, needs_grad)  # warm-up: kernel selection, allocation
-        flops += conv_flops(module, x, needs_grad)
+        flops += conv_flops(module, out_elements, needs_grad)
         total += min(
             _timed(lambda: forward_backward(module, x, needs_grad), device)  # noqa: B023
             for _ in range(repeats)

@@ -9,6 +9,7 @@ import importlib.util
 import pandas as pd
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from dipddpm.dip.models import build_dip_net, resolve_params
 
@@ -59,3 +60,43 @@ def test_bench_dip_without_bound_has_no_bound_columns(bench_dip, tmp_path):
     args += ["--depth", "1", "--channels", "4", "--size", "8", "--devices", "cpu"]
     assert bench_dip.main([*args, "--out", str(out)]) == 0
     assert "conv_s" not in pd.read_csv(out).columns
+
+
+def test_conv_flops_match_torch_flop_counter(bench_dip):
+    """The analytic count equals torch's FLOP counter over a whole step of the network
+    (its counted ops are exactly the convolutions and the 1x1 matmuls), per image."""
+    params = {"depth": 2, "channels_down": 8, "channels_up": 8}
+    net = build_dip_net("skip", 3, (16, 16), **resolve_params("skip", params))
+    z = torch.rand(1, 32, 16, 16)  # the DIP input needs no gradient
+    with FlopCounterMode(display=False) as counter:
+        net(z).sum().backward()
+    cpu = torch.device("cpu")
+    _, _, one_image = bench_dip.conv_seconds(params, 16, [0], 1, cpu)
+    _, _, three_images = bench_dip.conv_seconds(params, 16, [0, 1, 2], 1, cpu)
+    assert one_image == counter.get_total_flops()
+    assert three_images == 3 * one_image
+
+
+def test_chunked_mode_times_one_chunk_and_scales_to_k(bench_dip, tmp_path, monkeypatch):
+    seen_seeds = []
+
+    def fake_step_times(params, size, seeds, iters, device, conv_mode):
+        seen_seeds.append(seeds)
+        return [0.010, 0.020]
+
+    monkeypatch.setattr(bench_dip, "default_chunk_size", lambda *args: 2)
+    monkeypatch.setattr(bench_dip, "step_times", fake_step_times)
+    monkeypatch.setattr(bench_dip, "conv_seconds", lambda *args: (0.005, 5, 10**9))
+    out = tmp_path / "bench.csv"
+    args = ["--k", "4", "--iters", "2", "--repeats", "1", "--modes", "chunked"]
+    assert bench_dip.main([*args, "--devices", "cpu", "--out", str(out)]) == 0
+
+    assert seen_seeds == [[0, 1]]  # one fitter of one chunk is timed
+    row = pd.read_csv(out).iloc[0]
+    assert (row["k"], row["chunk"]) == (4, 2)
+    # Four images are two chunk steps: the timings, medians and bound double.
+    assert row["step_s_min"] == pytest.approx(0.020)
+    assert row["step_s_median"] == pytest.approx(0.030)
+    assert row["image_steps_per_s"] == pytest.approx(200.0)
+    assert row["conv_s"] == pytest.approx(0.010)
+    assert row["conv_gflop_per_s"] == pytest.approx(200.0)  # per chunk: 1 GFLOP in 5 ms
