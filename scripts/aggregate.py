@@ -12,5 +12,6 @@ with log_to(snakemake.log[0]):
         target_psnr=snakemake.params.target_psnr,
         target_eval_psnr=snakemake.params.target_eval_psnr,
         out_all_cells=snakemake.output.all_cells,
+        out_versions=snakemake.output.versions,
         out_dir=str(snakemake.output.all_cells).rsplit("/", 1)[0],
     )

@@ -8,7 +8,7 @@ with log_to(snakemake.log[0]):
         snakemake.input.clean,
         snakemake.wildcards.task,
         snakemake.params.task,
-        int(snakemake.wildcards.seed),
+        int(snakemake.wildcards.obs_seed),
         snakemake.output.npz,
         snakemake.output.params,
         snakemake.output.preview,

@@ -14,5 +14,6 @@ with log_to(snakemake.log[0]):
         list(snakemake.input.earlystop),
         list(snakemake.input.stage_curves),
         qualitative=snakemake.params.panels,
+        names=snakemake.params.names,
         out_dir=Path(snakemake.output.figures[0]).parent,
     )

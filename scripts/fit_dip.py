@@ -7,9 +7,9 @@ with log_to(snakemake.log[0]):
     run_dip_cell(
         snakemake.input.npz,
         snakemake.input.params,
-        cell=snakemake.params.cell,
-        arch=snakemake.params.arch,
-        fit=snakemake.params.fit,
+        cell=snakemake.params.identity,
+        arch=snakemake.params.settings["arch"],
+        fit=snakemake.params.settings["fit"],
         device=snakemake.params.device,
         threads=snakemake.threads,
         out_npz=snakemake.output.npz,

@@ -7,9 +7,7 @@ with log_to(snakemake.log[0]):
     run_generate_cell(
         snakemake.input.ckpt,
         n=snakemake.params.n,
-        cell=snakemake.params.cell,
-        sampler=snakemake.params.sampler,
-        eta=snakemake.params.eta,
+        cell=snakemake.params.identity,
         device=snakemake.params.device,
         threads=snakemake.threads,
         out_npz=snakemake.output.npz,

@@ -9,6 +9,7 @@ with log_to(snakemake.log[0]):
     run_report(
         Path(snakemake.input.tables[0]).parent,
         Path(snakemake.input.figures[0]).parent,
+        snakemake.input.versions,
         config=snakemake.params.config,
         out_md=snakemake.output.md,
         out_config=snakemake.output.config,

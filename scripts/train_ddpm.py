@@ -7,11 +7,10 @@ with log_to(snakemake.log[0]):
     run_train_cell(
         snakemake.input.clean,
         snakemake.input.held_out,
-        cell=snakemake.params.cell,
+        cell=snakemake.params.identity,
         train_cfg=snakemake.params.train,
         device=snakemake.params.device,
         threads=snakemake.threads,
         out_dir=snakemake.params.out_dir,
-        checkpoint_steps=snakemake.params.checkpoints,
         out_json=snakemake.output.json,
     )

@@ -9,6 +9,7 @@ import torch
 
 from dipddpm.ddpm.sample import noise_start, sample
 from dipddpm.ddpm.train import batch_indices, checkpoint_steps_done, load_model, train
+from dipddpm.grid import checkpoint_name
 
 MICRO = {"ch": 8, "ch_mult": (1, 2), "attn": (4,), "norm_groups": 4}
 
@@ -62,7 +63,7 @@ def uninterrupted(tmp_path_factory):
 
 @pytest.mark.parametrize("killed_after", [3, 5])
 def test_resume_after_a_kill_reaches_the_same_weights(tmp_path, uninterrupted, killed_after):
-    """Killed after 3 steps resumes from step~3.pt; after 5, from resume.pt (step 4)."""
+    """Killed after 3 steps resumes from the step-3 checkpoint; after 5, from resume.pt (step 4)."""
     full_dir, full_curve = uninterrupted
     partial = run(tmp_path, stop_after=killed_after)
     assert len(partial) == killed_after
@@ -72,7 +73,7 @@ def test_resume_after_a_kill_reaches_the_same_weights(tmp_path, uninterrupted, k
     assert got["step"] == want["step"] == 6
     assert_same_state(got, want)
     assert torch.equal(
-        torch.load(tmp_path / "step~6.pt", weights_only=False)["model"]["conv_out.weight"],
+        torch.load(tmp_path / checkpoint_name(6), weights_only=False)["model"]["conv_out.weight"],
         want["model"]["conv_out.weight"],
     )
     # The curve is complete and its losses match the uninterrupted run's.
@@ -98,7 +99,7 @@ def test_checkpoints_and_curve_are_written(uninterrupted):
     evaluated = on_disk.dropna(subset=["psnr_mean"])["step"].tolist()
     assert evaluated == [3, 6]
     assert np.isfinite(curve["loss"]).all() and (curve["images_per_s"] > 0).all()
-    state = torch.load(out / "step~3.pt", weights_only=False)
+    state = torch.load(out / checkpoint_name(3), weights_only=False)
     assert {"model", "ema", "optimizer", "rng", "step", "config", "curve"} <= set(state)
     assert state["step"] == 3 and len(state["curve"]) == 3
     assert not list(out.glob(".*"))  # no temporary files left behind
@@ -108,9 +109,9 @@ def test_same_seed_same_weights_different_seed_different(tmp_path, uninterrupted
     full_dir, _ = uninterrupted
     run(tmp_path / "a", steps=3, checkpoint_steps=[3])
     run(tmp_path / "b", steps=3, checkpoint_steps=[3], seed=8)
-    want = torch.load(full_dir / "step~3.pt", weights_only=False)["model"]["conv_in.weight"]
-    same = torch.load(tmp_path / "a" / "step~3.pt", weights_only=False)["model"]
-    other = torch.load(tmp_path / "b" / "step~3.pt", weights_only=False)["model"]
+    want = torch.load(full_dir / checkpoint_name(3), weights_only=False)["model"]["conv_in.weight"]
+    same = torch.load(tmp_path / "a" / checkpoint_name(3), weights_only=False)["model"]
+    other = torch.load(tmp_path / "b" / checkpoint_name(3), weights_only=False)["model"]
     assert torch.equal(same["conv_in.weight"], want)
     assert not torch.equal(other["conv_in.weight"], want)
 
@@ -123,7 +124,7 @@ def test_batches_cover_each_epoch_once():
 
 def test_truncated_mode_records_t_max_and_evaluates_within_it(tmp_path):
     curve = run(tmp_path, mode="truncated", t_max=10, steps=3, checkpoint_steps=[3])
-    state = torch.load(tmp_path / "step~3.pt", weights_only=False)
+    state = torch.load(tmp_path / checkpoint_name(3), weights_only=False)
     assert state["config"]["mode"] == "truncated" and state["config"]["t_max"] == 10
     psnr_columns = [c for c in curve.columns if c.startswith("psnr_t")]
     assert max(int(c.removeprefix("psnr_t")) for c in psnr_columns) == 10
@@ -146,11 +147,11 @@ def test_rerun_with_deleted_checkpoints_rewrites_them(tmp_path, uninterrupted):
     full_dir, _ = uninterrupted
     run(tmp_path)
     for k in (3, 6):
-        (tmp_path / f"step~{k}.pt").unlink()
+        (tmp_path / checkpoint_name(k)).unlink()
     run(tmp_path)
     for k in (3, 6):
-        got = torch.load(tmp_path / f"step~{k}.pt", weights_only=False)
-        want = torch.load(full_dir / f"step~{k}.pt", weights_only=False)
+        got = torch.load(tmp_path / checkpoint_name(k), weights_only=False)
+        want = torch.load(full_dir / checkpoint_name(k), weights_only=False)
         assert_same_state(got, want)
 
 
@@ -162,12 +163,12 @@ def test_resume_with_a_changed_config_is_refused(tmp_path):
 
 def test_load_model_gives_the_ema_weights_ready_to_sample(uninterrupted):
     out, _ = uninterrupted
-    model, diffusion, meta = load_model(out / "step~6.pt", "cpu")
-    state = torch.load(out / "step~6.pt", weights_only=False)
+    model, diffusion, meta = load_model(out / checkpoint_name(6), "cpu")
+    state = torch.load(out / checkpoint_name(6), weights_only=False)
     assert meta["step"] == 6 and meta["weights"] == "ema" and diffusion.T == 50
     assert not model.training
     assert torch.equal(model.conv_in.weight, state["ema"]["conv_in.weight"])
-    raw, _, _ = load_model(out / "step~6.pt", "cpu", ema=False)
+    raw, _, _ = load_model(out / checkpoint_name(6), "cpu", ema=False)
     assert torch.equal(raw.conv_in.weight, state["model"]["conv_in.weight"])
     gen = torch.Generator().manual_seed(0)
     result = sample(

@@ -9,22 +9,32 @@ import pandas as pd
 import pytest
 import yaml
 
+from dipddpm import grid
+
 pytestmark = pytest.mark.slow
 
-DIP_CELL = "results/dip/cifar10-test/task~denoise-s25/arch~skip/seed~0"
+DIP_CELL = grid.DIP.path(
+    {"purpose": "restoration", "dataset": "cifar10-test", "task": "denoise-s25",
+     "obs_seed": 0, "arch": "skip", "dip_seed": 0}
+)  # fmt: skip
+
+
+def tiny_config(root, tiny_archive, inception_weights) -> dict:
+    config = yaml.safe_load((root / "tests" / "config" / "tiny.yaml").read_text())
+    config["data"]["cifar10"]["path"] = str(tiny_archive).replace("jpeg-test", "jpeg-{split}")
+    config["metrics"]["inception_weights"] = str(inception_weights)
+    return config
 
 
 @pytest.fixture(scope="module")
 def workdir(root, tiny_archive, inception_weights, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("pipeline")
-    config = yaml.safe_load((root / "tests" / "config" / "tiny.yaml").read_text())
-    config["data"]["cifar10"]["path"] = str(tiny_archive).replace("jpeg-test", "jpeg-{split}")
-    config["metrics"]["inception_weights"] = str(inception_weights)
+    config = tiny_config(root, tiny_archive, inception_weights)
     (workdir / "tiny.yaml").write_text(yaml.safe_dump(config))
     return workdir
 
 
-def snakemake(root, workdir, *args) -> subprocess.CompletedProcess:
+def snakemake(root, workdir, *args, config="tiny.yaml") -> subprocess.CompletedProcess:
     command = [
         sys.executable,
         "-m",
@@ -37,7 +47,7 @@ def snakemake(root, workdir, *args) -> subprocess.CompletedProcess:
         "--directory",
         str(workdir),
         "--configfile",
-        str(workdir / "tiny.yaml"),
+        str(workdir / config),
         "--replace-workflow-config",
     ]
     result = subprocess.run(command, capture_output=True, text=True, cwd=workdir)
@@ -104,3 +114,76 @@ def test_figures_exist(workdir, full_run):
 def test_second_run_has_nothing_to_do(root, workdir, full_run):
     again = snakemake(root, workdir, "--dry-run")
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_rows_name_their_cells_and_tables_never_pool(workdir, full_run):
+    cells = pd.read_csv(workdir / "results/tables/all_cells.csv", dtype=str)
+    assert set(grid.IDENTITY_COLUMNS) <= set(cells.columns)
+    assert not cells[list(grid.IDENTITY_COLUMNS)].isna().any().any()
+    assert cells["code_hash"].nunique() == 1
+    table = pd.read_csv(workdir / "results/tables/method_comparison.csv", dtype=str)
+    images = 4  # tiny.yaml: 4 test images, one seed of each kind
+    assert (table["psnr_n"].astype(int) == images).all()
+    versions = pd.read_csv(workdir / "results/tables/code_versions.csv")
+    assert len(versions) == 1
+
+
+def scheduled_jobs(result) -> dict[str, int]:
+    """Job counts of a dry run's 'Job stats' table."""
+    text = result.stdout + result.stderr
+    counts = {}
+    block = text.split("Job stats:", 1)[1] if "Job stats:" in text else ""
+    for line in block.splitlines()[3:]:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def test_editing_one_grid_entry_reruns_only_the_cells_it_changes(
+    root, workdir, full_run, tiny_archive, inception_weights
+):
+    config = tiny_config(root, tiny_archive, inception_weights)
+    # One architecture's width: only its own DIP cell reruns, then the summaries.
+    config["dip"]["archs"]["convdecoder"]["channels"] = 6
+    # One more early-stopping schedule: only the new cell runs, the existing one stays.
+    config["earlystop"]["grid"][0]["schedules"].append("linear")
+    (workdir / "edited.yaml").write_text(yaml.safe_dump(config))
+    jobs = scheduled_jobs(snakemake(root, workdir, "--dry-run", config="edited.yaml"))
+    expected = {"fit_dip": 1, "earlystop": 1, "aggregate": 1, "figures": 1, "report": 1}
+    assert jobs == {**expected, "all": 1, "total": 6}
+
+
+def test_a_second_checkout_sharing_the_venv_runs_its_own_code(
+    root, tiny_archive, inception_weights, tmp_path
+):
+    """The venv's editable install points at this checkout; a copy of the workflow with a
+    changed library must still run the copy's library (the cell records which)."""
+    import hashlib
+    import shutil
+
+    copy = tmp_path / "checkout"
+    copy.mkdir()
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for part in ("Snakefile", "environment.yml", "workflow", "scripts", "config"):
+        source = root / part
+        if source.is_dir():
+            shutil.copytree(source, copy / part, ignore=ignore)
+        else:
+            shutil.copy(source, copy / part)
+    grid_py = copy / "scripts" / "dipddpm" / "grid.py"
+    grid_py.write_text(grid_py.read_text() + "\n# a change only this checkout has\n")
+    digest = hashlib.sha256()
+    package = copy / "scripts" / "dipddpm"
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode())
+        digest.update(path.read_bytes())
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    (workdir / "tiny.yaml").write_text(
+        yaml.safe_dump(tiny_config(root, tiny_archive, inception_weights))
+    )
+    snakemake(copy, workdir, f"{DIP_CELL}/metrics.csv")
+    metrics = pd.read_csv(workdir / DIP_CELL / "metrics.csv", dtype=str)
+    assert set(metrics["code_hash"]) == {digest.hexdigest()[:12]}

@@ -10,48 +10,122 @@ import pytest
 
 from dipddpm import aggregate as agg
 from dipddpm import figures as fg
+from dipddpm import grid
 from dipddpm.report import render_report, scale_name, write_report
+
+MODEL = {
+    "train_dataset": "cifar10-train",
+    "preset": "tiny",
+    "schedule": "linear",
+    "mode": "truncated",
+    "t_max": 300,
+    "train_steps": 300,
+    "train_seed": 0,
+    "ckpt": 300,
+    "sampler": "ddim",
+    "eta": 0,
+    "lam": 0,
+    "sample_seed": 0,
+}
+OBSERVATION = {
+    "purpose": "restoration",
+    "dataset": "cifar10-test",
+    "task": "denoise",
+    "obs_seed": 0,
+}
+PRIOR = {"arch": "unet", "iters": 500, "dip_seed": 0}
 
 
 def _cells(combo_psnr: float) -> pd.DataFrame:
-    """Per-image rows of every method; DIP+DDPM's level is set by the test."""
-    rows = []
-    for image in range(3):
-        jitter = 0.1 * image
-        rows.append(dict(stage="dip", method="dip", arch="unet", iters=500, image=image,
-                         psnr=25.0 + jitter, ssim=0.8, peak_psnr=26.0, task="denoise"))  # fmt: skip
-        for steps in (10, 50):
-            extra = 1.0 if steps == 50 else 0.0
-            rows.append(dict(stage="ddpm", method="ddpm-noise", steps=steps, nfe=steps,
-                             image=image, psnr=15.0 + extra + jitter, ssim=0.4,
-                             task="denoise"))  # fmt: skip
-            rows.append(dict(stage="ddpm", method="ddpm-obs", steps=steps, nfe=steps,
-                             image=image, psnr=21.0 + extra + jitter, ssim=0.6,
-                             task="denoise"))  # fmt: skip
-            rows.append(dict(stage="ddpm", method="dip+ddpm", t0=0.3, steps=steps,
-                             nfe=int(0.3 * steps), arch="unet", iters=500, image=image,
-                             psnr=combo_psnr + extra + jitter, ssim=0.7,
-                             task="denoise"))  # fmt: skip
-    return pd.DataFrame(rows)
+    """Per-image rows of every method, stamped as the stages stamp them; DIP+DDPM's level is
+    set by the test."""
+    frames = []
+
+    def add(cell, method, rows):
+        frames.append(grid.stamp(pd.DataFrame(rows), {**OBSERVATION, **cell}, method))
+
+    jitter = [0.1 * image for image in range(3)]
+    add(
+        PRIOR,
+        "dip",
+        [
+            dict(stage="dip", iters=500, image=i, psnr=25.0 + j, ssim=0.8, peak_psnr=26.0)
+            for i, j in enumerate(jitter)
+        ],
+    )
+    for steps in (10, 50):
+        extra = 1.0 if steps == 50 else 0.0
+        for method, start, t0, base, nfe in (
+            ("ddpm-noise", "noise", 300, 15.0, steps),
+            ("ddpm-obs", "obs", "sigma", 21.0, steps),
+            ("dip+ddpm", "dip", 30, combo_psnr, int(0.3 * steps)),
+        ):
+            prior = PRIOR if start == "dip" else {}
+            cell = {**MODEL, **prior, "start": start, "t0": t0, "steps": steps}
+            add(
+                cell,
+                method,
+                [
+                    dict(stage="ddpm", nfe=nfe, image=i, psnr=base + extra + j, ssim=0.6)
+                    for i, j in enumerate(jitter)
+                ],
+            )
+    return pd.concat(frames, ignore_index=True)
 
 
 def _tables(combo_psnr: float, fid_available: bool) -> dict[str, pd.DataFrame]:
     fid = pd.DataFrame(
         [
-            dict(method="ddpm-noise", steps=s, fid=60.0 / s if fid_available else np.nan,
-                 kid_mean=0.01, kid_std=0.001, n_samples=32, available=fid_available,
-                 reason="" if fid_available else "no internet and no local weights at /w.pth")
+            grid.full_identity(
+                {
+                    **MODEL,
+                    "purpose": "generation",
+                    "mode": "full",
+                    "t_max": 1000,
+                    "start": "noise",
+                    "t0": 1000,
+                    "steps": s,
+                },
+                "ddpm-noise",
+            )
+            | dict(
+                fid=60.0 / s if fid_available else np.nan,
+                kid_mean=0.01,
+                kid_std=0.001,
+                n_samples=32,
+                available=fid_available,
+                reason="" if fid_available else "no internet and no local weights at /w.pth",
+            )
             for s in (10, 50)
         ]
-    )  # fmt: skip
-    curves = pd.DataFrame(
-        [dict(mode=m, t_max=t, step=s, loss=1.0 / s, images_per_s=10.0, eval_psnr=p + s / 100)
-         for m, t, p in (("full", 1000, 15.0), ("truncated", 200, 18.0)) for s in (100, 200, 300)]
-    )  # fmt: skip
-    stops = pd.DataFrame(
-        {"rule": ["wmv", "wmv", "patience", "patience"], "gap_db": [0.2, 0.4, 1.5, 2.5],
-         "within_1db": [1, 1, 0, 0], "iter_gap": [20, 40, 300, 500]}
-    )  # fmt: skip
+    )
+    curves = pd.concat(
+        [
+            grid.stamp(
+                pd.DataFrame(
+                    [
+                        dict(step=s, loss=1.0 / s, images_per_s=10.0, eval_psnr=p + s / 100)
+                        for s in (100, 200, 300)
+                    ]
+                ),
+                {**MODEL, "purpose": "training", "mode": m, "t_max": t},
+            )
+            for m, t, p in (("full", 1000, 15.0), ("truncated", 200, 18.0))
+        ]
+    )
+    stops = grid.stamp(
+        pd.DataFrame(
+            {
+                "rule": ["wmv", "wmv", "patience", "patience"],
+                "image": [0, 1, 0, 1],
+                "gap_plain_db": [0.2, 0.4, 1.5, 2.5],
+                "within_1db": [1, 1, 0, 0],
+                "iter_gap": [20, 40, 300, 500],
+            }
+        ),
+        {**OBSERVATION, **PRIOR},
+        "earlystop",
+    )
     return agg.build_tables(_cells(combo_psnr), curves, fid, stops, 24.0, 20.0)
 
 
@@ -71,15 +145,23 @@ def test_report_has_every_section_and_numbers_from_the_tables(tmp_path):
     text = out.read_text()
     for heading in ("## Setup", "## Findings", "## Comparisons", "## Ablations", "## Figures"):
         assert heading in text
-    for title in ("Method comparison", "Steps to quality", "FID and KID", "full vs truncated",
-                  "by architecture", "Early-stopping"):  # fmt: skip
+    for title in (
+        "Method comparison",
+        "Steps to quality",
+        "FID and KID",
+        "full vs truncated",
+        "by architecture",
+        "Early-stopping",
+    ):
         assert title in text
     assert "CPU default" in text and "abc1234" in text and "iters: [500]" in text
     # Numbers computed from the tables: DIP+DDPM at 50 steps = 27.0 + mean jitter 0.1.
-    assert "DIP+DDPM (t0=0.3), reached 27.10 dB with 50 reverse steps" in text
+    combo = "DIP+DDPM (t0=30, prior unet-i500) · truncated-t300 · ddim eta=0"
+    assert f"{combo}, reached 27.10 dB with 50 reverse steps" in text
     assert "beats DIP alone by 2.00 dB" in text
-    assert "24.00 dB was first reached by DIP+DDPM (t0=0.3) at 10 steps (3 network" in text
-    assert "lowest FID was 1.20 for DDPM from noise at 50 steps" in text
+    assert f"24.00 dB was first reached by {combo} at 10 steps (3 network" in text
+    assert "averages over the seeds listed" in text
+    assert "lowest FID was 1.20 for DDPM from noise · full-t1000 · ddim eta=0 at 50 steps" in text
     assert "truncated training (t_max=200) needed 200 steps" in text
     assert "wmv came closest to the plain-DIP oracle stop (mean gap 0.30 dB" in text
     assert "![quality_vs_steps](figures/quality_vs_steps.png)" in text
@@ -114,11 +196,27 @@ def test_scale_names(scale, name):
 def test_figures_are_written_as_png_and_pdf_with_data(tmp_path):
     cells = _cells(26.0)
     trajectory = pd.DataFrame(
-        [dict(image=i, arch="unet", iteration=it, psnr_clean=20 + it / 100 - (it / 300) ** 2,
-              wmv=1.0 / (it + 1)) for i in range(2) for it in range(0, 600, 50)]
-    )  # fmt: skip
-    stops = pd.DataFrame({"image": [0, 1], "rule": ["wmv", "wmv"], "stop_iter": [150, 200],
-                          "oracle_iter": [150, 150], "gap_db": [0.0, 0.1]})  # fmt: skip
+        [
+            dict(
+                image=i,
+                arch="unet",
+                iteration=it,
+                psnr_clean=20 + it / 100 - (it / 300) ** 2,
+                wmv=1.0 / (it + 1),
+            )
+            for i in range(2)
+            for it in range(0, 600, 50)
+        ]
+    )
+    stops = pd.DataFrame(
+        {
+            "image": [0, 1],
+            "rule": ["wmv", "wmv"],
+            "stop_iter": [150, 200],
+            "oracle_iter": [150, 150],
+            "gap_plain_db": [0.0, 0.1],
+        }
+    )
     images = np.random.default_rng(0).random((3, 3, 8, 8)).astype(np.float32)
     written = [
         *fg.quality_vs_steps(cells, tmp_path / "q"),
@@ -126,7 +224,7 @@ def test_figures_are_written_as_png_and_pdf_with_data(tmp_path):
         *fg.dip_t0_heatmap(cells, tmp_path / "heat"),
         *fg.qualitative_grid(
             {"clean": images, "DIP": images[:, :1], "DDPM": None}, tmp_path / "grid", indices=[0, 2]
-        ),  # fmt: skip
+        ),
         *fg.earlystop_curves(trajectory, stops, tmp_path / "es"),
         *fg.gap_distribution(stops, tmp_path / "gap"),
     ]

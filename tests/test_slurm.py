@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dipddpm import grid
 from dipddpm.io import load_json
 
 pytestmark = pytest.mark.slurm
@@ -51,7 +52,11 @@ ddpm:
   sample:
     prior_iters: 20
 """
-DIP_CELLS = [f"results/dip/tiny/task~denoise-s25/arch~{arch}/seed~0" for arch in ("tconv", "tres")]
+DIP_CELLS = [
+    grid.DIP.path({"purpose": "restoration", "dataset": "tiny", "task": "denoise-s25",
+                   "obs_seed": 0, "arch": arch, "dip_seed": 0})
+    for arch in ("tconv", "tres")
+]  # fmt: skip
 TARGETS = [f"{cell}/metrics.csv" for cell in DIP_CELLS]
 # Every job of the tiny run goes through sbatch; the two DIP cells share one group job.
 EXPECTED_SUBMISSIONS = {"rule_prepare_dataset", "rule_degrade", "group_dip_fit_dip"}

@@ -1,24 +1,31 @@
 """Collect per-cell result files and turn them into the comparison tables.
 
-Every evaluated cell writes a ``metrics.csv`` (one row per image, one column per cell
-parameter); :func:`collect` stacks them into ``all_cells.csv`` and the table builders
-below reduce that frame to the tables of the report. Summaries carry the mean, standard
-deviation, count and a 95 % t-interval over all rows of a group (images x seeds).
+Every evaluated cell writes rows that carry its full identity (:data:`grid.IDENTITY_COLUMNS`,
+``none`` where an axis does not apply); :func:`collect` stacks them into ``all_cells.csv``
+and the table builders below reduce that frame to the tables of the report. Each table
+groups by a declared list of identity columns: every identity column except the seeds, which
+are averaged over. :func:`summarise` refuses a group that holds two rows for the same image
+and seeds, so a row can never pool two models, checkpoints, samplers or priors; its n is
+images x seeds of the cells it names, and the seeds it averaged are listed beside it.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from scipy import stats
 
+from dipddpm import grid
 from dipddpm.io import atomic_path, load_json, save_csv
 from dipddpm.metrics import steps_to_quality
+
+log = logging.getLogger("dipddpm")
 
 METHOD_LABELS = {
     "dip": "DIP alone",
@@ -28,118 +35,102 @@ METHOD_LABELS = {
     "dip-guided": "DIP-guided",
 }
 METHOD_ORDER = list(METHOD_LABELS)
-ParamSource = Mapping[str, Any] | Sequence[Mapping[str, Any]] | Callable[[Path], Mapping]
+VERSION_COLUMNS = ("code_commit", "code_hash")
+# Every identity column but the seeds: what tells two table rows apart.
+CELL_KEYS = [c for c in grid.IDENTITY_COLUMNS if c not in grid.SEED_COLUMNS]
+TRAIN_KEYS = [c for c in grid.TRAIN_AXES if c not in grid.SEED_COLUMNS]
+
+
+class PoolingError(ValueError):
+    """A table row would average cells that differ in more than their seeds."""
 
 
 # --------------------------------------------------------------------------- loading
 
 
-def params_from_path(path: str | os.PathLike) -> dict[str, str]:
-    """Cell parameters encoded in folder names of ``path``: ``key~value`` (Snakemake's
-    Paramspace style, what the pipeline writes) or ``key=value`` (hive style)."""
-    params = {}
-    for part in Path(path).parts:
-        for separator in ("~", "="):
-            key, sep, value = part.partition(separator)
-            if sep and key:
-                params[key] = value
-                break
-    return params
-
-
-def _cell_params(path: Path, params: ParamSource | None, index: int) -> dict[str, Any]:
-    found = params_from_path(path.parent)
-    sidecar = path.parent / "params.json"
-    if sidecar.is_file():
-        found.update(load_json(sidecar))
-    if callable(params):
-        found.update(params(path))
-    elif isinstance(params, Mapping):
-        found.update(params)
-    elif params is not None:
-        found.update(params[index])
-    return found
-
-
-def _with_params(frame: pd.DataFrame, params: Mapping[str, Any], path: Path) -> pd.DataFrame:
-    """Add cell parameters as constant columns; values the file already has win."""
-    frame = frame.copy()
-    scalars = (str, int, float, bool, type(None))  # nested sidecar values do not fit a cell
-    for key, value in params.items():
-        if key not in frame.columns and isinstance(value, scalars):
-            frame[key] = value
-    frame["cell"] = str(path.parent)
+def _read_cell_csv(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise ValueError(f"collect: result file not found: {path}")
+    try:
+        # Identity values are canonical strings ("none", "0.5", "sigma"): read them as such,
+        # so "1" and 1.0 cannot form two groups and "none" cannot turn a column into NaN.
+        frame = pd.read_csv(
+            path,
+            dtype=dict.fromkeys(grid.IDENTITY_COLUMNS, str),
+            keep_default_na=False,
+            na_values=[""],
+        )
+    except pd.errors.EmptyDataError as error:
+        raise ValueError(f"collect: result file is empty: {path}") from error
+    missing = [c for c in grid.IDENTITY_COLUMNS if c not in frame.columns]
+    if missing and len(frame):
+        raise ValueError(
+            f"collect: {path} lacks identity column(s) {missing}; it was written by code "
+            "older than the cell-identity contract: rebuild it"
+        )
+    if "cell" not in frame.columns:  # all_cells.csv already names each row's cell
+        frame["cell"] = path.parent.as_posix()
     return frame
 
 
-def _numeric_where_possible(frame: pd.DataFrame) -> pd.DataFrame:
-    # Parameters parsed from paths arrive as strings; "0.3" and 0.3 must group together.
-    for column in frame.columns:
-        if frame[column].dtype == object or pd.api.types.is_string_dtype(frame[column]):
-            converted = pd.to_numeric(frame[column], errors="coerce")
-            if converted.notna().sum() == frame[column].notna().sum():
-                frame[column] = converted
-    return frame
+def collect(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
+    """Concatenate per-cell CSV files (metrics.csv, curve.csv, earlystop.csv, ...).
 
-
-def collect(paths: Iterable[str | os.PathLike], params: ParamSource | None = None) -> pd.DataFrame:
-    """Concatenate per-cell CSV files (metrics.csv, trajectory.csv, earlystop.csv, ...).
-
-    Columns are the union over all files; a parameter a cell lacks is NaN there. Cell
-    parameters not already in a file are added from ``key=value`` folder names, a
-    ``params.json`` next to the file, and ``params`` (one mapping for all files, a list
-    aligned with ``paths`` or a callable path -> mapping), later sources winning.
-    A ``cell`` column records the folder each row came from.
+    Every file must carry the identity columns; a ``cell`` column records the folder each
+    row came from (for tracing only: nothing is read from it).
     """
-    frames = []
-    for index, raw in enumerate(paths):
-        path = Path(raw)
-        if not path.is_file():
-            raise ValueError(f"collect: result file not found: {path}")
-        try:
-            frame = pd.read_csv(path)
-        except pd.errors.EmptyDataError as error:
-            raise ValueError(f"collect: result file is empty: {path}") from error
-        frames.append(_with_params(frame, _cell_params(path, params, index), path))
+    frames = [_read_cell_csv(Path(raw)) for raw in paths]
+    frames = [f for f in frames if len(f)]
     if not frames:
         return pd.DataFrame()
-    return _numeric_where_possible(pd.concat(frames, ignore_index=True, sort=False))
+    return pd.concat(frames, ignore_index=True, sort=False)
 
 
-def collect_json(
-    paths: Iterable[str | os.PathLike], params: ParamSource | None = None
-) -> pd.DataFrame:
-    """One row per JSON result file (e.g. fid.json), with cell parameters as for collect."""
+def collect_json(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
+    """One row per set-level JSON result (fid.json), with the identity it records."""
     rows = []
-    for index, raw in enumerate(paths):
+    for raw in paths:
         path = Path(raw)
         if not path.is_file():
             raise ValueError(f"collect_json: result file not found: {path}")
+        record = load_json(path)
+        if "identity" not in record:
+            raise ValueError(f"collect_json: {path} records no cell identity: rebuild it")
         # Nested values (lists, dicts of device info) do not fit a table cell.
         scalars = (str, int, float, bool, type(None))
-        record = {k: v for k, v in load_json(path).items() if isinstance(v, scalars)}
-        for key, value in _cell_params(path, params, index).items():
-            record.setdefault(key, value)
-        record["cell"] = str(path.parent)
-        rows.append(record)
-    return _numeric_where_possible(pd.DataFrame(rows))
+        row = {k: v for k, v in record.items() if isinstance(v, scalars)}
+        row.update(record["identity"])
+        row["cell"] = path.parent.as_posix()
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
-def load_curves(
-    paths: Iterable[str | os.PathLike], params: ParamSource | None = None
-) -> pd.DataFrame:
-    """DDPM training curves (curve.csv) with the ``mode`` and ``t_max`` of their cell."""
-    curves = collect(paths, params)
+def load_curves(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
+    """DDPM training curves (curve.csv) with the identity of their training cell."""
+    curves = collect(paths)
     if not curves.empty and "eval_psnr" not in curves.columns and "ema_psnr_mean" in curves:
         # Sampling uses the EMA weights, so their one-shot PSNR is the convergence measure.
         curves["eval_psnr"] = curves["ema_psnr_mean"]
-    for column in ("mode", "t_max"):
-        if not curves.empty and column not in curves.columns:
-            raise ValueError(
-                f"load_curves: cell parameter {column!r} unknown; pass it via params, "
-                "params.json or a '{column}=...' folder name"
-            )
     return curves
+
+
+def code_versions(*frames: pd.DataFrame) -> pd.DataFrame:
+    """The code versions the cells came from, with how many cells each computed; warns when
+    the cells of one summary were computed by different code."""
+    parts = [
+        f[["cell", *VERSION_COLUMNS]]
+        for f in frames
+        if not f.empty and set(VERSION_COLUMNS) <= set(f.columns)
+    ]
+    if not parts:
+        return pd.DataFrame(columns=[*VERSION_COLUMNS, "cells"])
+    cells = pd.concat(parts).drop_duplicates()
+    table = cells.groupby(list(VERSION_COLUMNS)).size().rename("cells").reset_index()
+    if len(table) > 1:
+        log.warning(
+            "cells were computed by %d code versions: %s", len(table), table.to_dict("records")
+        )
+    return table
 
 
 # ------------------------------------------------------------------------- summaries
@@ -155,25 +146,71 @@ def t_interval(values: Sequence[float] | pd.Series, level: float = 0.95) -> tupl
     return float(data.mean() - half), float(data.mean() + half)
 
 
-def summarise(frame: pd.DataFrame, by: Sequence[str], value_cols: Sequence[str]) -> pd.DataFrame:
+def check_pooling(group: pd.DataFrame, key: Mapping[str, Any], unit: Sequence[str]) -> None:
+    """Raise :class:`PoolingError` when a group holds two rows for the same ``unit`` (image
+    and seeds): the group would pool cells that differ in an axis it does not name."""
+    unit = [c for c in unit if c in group.columns]
+    if not unit or not group.duplicated(unit).any():
+        return
+    differing = [
+        c
+        for c in (*grid.IDENTITY_COLUMNS, "cell")
+        if c in group.columns and c not in key and group[c].nunique(dropna=False) > 1
+    ]
+    raise PoolingError(
+        f"a table row would pool {len(group)} rows with repeated {unit}: the group "
+        f"{dict(key)} mixes cells that differ in {differing or 'no recorded column'}"
+    )
+
+
+def _seed_lists(group: pd.DataFrame) -> dict[str, str]:
+    """The seeds a row averages, e.g. ``obs_seeds = "0,1"`` (``none`` where not applicable)."""
+    out = {}
+    for column in grid.SEED_COLUMNS:
+        if column in group.columns:
+            values = sorted({str(v) for v in group[column]}, key=_natural)
+            out[f"{column}s"] = ",".join(values)
+    return out
+
+
+def _natural(value: Any) -> tuple:
+    try:
+        return (0, float(value), "")
+    except (TypeError, ValueError):
+        return (1, 0.0, str(value))
+
+
+def summarise(
+    frame: pd.DataFrame,
+    by: Sequence[str],
+    value_cols: Sequence[str],
+    unit: Sequence[str] = ("image", *grid.SEED_COLUMNS),
+) -> pd.DataFrame:
     """Mean, std, n and 95 % t-interval of each value column per group.
 
-    Output columns: the ``by`` columns that exist, then ``<value>_mean``, ``_std``,
-    ``_n``, ``_ci_low``, ``_ci_high`` for every value column present in ``frame``.
-    Missing group keys (NaN) form their own group instead of being dropped.
+    Output columns: the ``by`` columns that exist, the seeds averaged (``obs_seeds``, ...),
+    ``n_images``, then ``<value>_mean``, ``_std``, ``_n``, ``_ci_low``, ``_ci_high`` for every
+    value column present. Each group must hold one row per ``unit`` (image x seeds, or seeds
+    alone for set-level metrics); see :func:`check_pooling`.
     """
     by = [column for column in by if column in frame.columns]
     values = [column for column in value_cols if column in frame.columns]
-    out_columns = by + [
+    seeds = [f"{c}s" for c in grid.SEED_COLUMNS if c in frame.columns]
+    stats_columns = [
         f"{v}_{stat}" for v in values for stat in ("mean", "std", "n", "ci_low", "ci_high")
     ]
+    out_columns = by + seeds + ["n_images"] * ("image" in frame.columns) + stats_columns
     if frame.empty or not values:
         return pd.DataFrame(columns=out_columns)
     rows = []
-    groups = frame.groupby(by, dropna=False, sort=True) if by else [((), frame)]
+    groups = frame.groupby(by, dropna=False, sort=False) if by else [((), frame)]
     for key, group in groups:
         key = key if isinstance(key, tuple) else (key,)
         row = dict(zip(by, key, strict=True))
+        check_pooling(group, row, unit)
+        row.update(_seed_lists(group))
+        if "image" in group.columns:
+            row["n_images"] = int(group["image"].nunique())
         for value in values:
             data = pd.to_numeric(group[value], errors="coerce").dropna()
             low, high = t_interval(data)
@@ -187,69 +224,123 @@ def summarise(frame: pd.DataFrame, by: Sequence[str], value_cols: Sequence[str])
                 }
             )
         rows.append(row)
-    return pd.DataFrame(rows, columns=out_columns)
+    return _sorted(pd.DataFrame(rows, columns=out_columns), by)
+
+
+def _sorted(frame: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
+    """Rows in a stable, readable order: methods in METHOD_ORDER, numbers numerically."""
+    if frame.empty:
+        return frame
+    keys = [c for c in by if c in frame.columns]
+
+    def order(column: pd.Series) -> pd.Series:
+        if column.name == "method":
+            rank = {m: i for i, m in enumerate(METHOD_ORDER)}
+            return column.map(lambda m: rank.get(str(m), len(rank)))
+        return column.map(lambda v: _natural(v))
+
+    return frame.sort_values(keys, key=order, kind="stable").reset_index(drop=True)
+
+
+def _tag(row: Mapping[str, Any], column: str) -> str | None:
+    value = row.get(column, grid.NONE)
+    return None if value is None or str(value) == grid.NONE else str(value)
+
+
+def cell_label(row: Mapping[str, Any]) -> str:
+    """A readable name that spells out what tells a row apart (apart from steps, DIP
+    iterations and seeds, which tables and figures show as their own axes)."""
+    method = str(row.get("method", ""))
+    label = METHOD_LABELS.get(method, method)
+    details = []
+    if _tag(row, "start") == "dip":
+        details.append(f"t0={_tag(row, 't0')}")
+        if method == "dip-guided":
+            details.append(f"lam={_tag(row, 'lam')}")
+        details.append(f"prior {_tag(row, 'arch')}-i{_tag(row, 'iters')}")
+    if details:
+        label += f" ({', '.join(details)})"
+    if _tag(row, "mode"):
+        model = f"{_tag(row, 'mode')}-t{_tag(row, 't_max')}"
+        if _tag(row, "ckpt") != _tag(row, "train_steps"):
+            model += f" @{_tag(row, 'ckpt')}"
+        label += f" · {model} · {_tag(row, 'sampler')} eta={_tag(row, 'eta')}"
+    return label
 
 
 def method_label(method: Any, t0: Any = None) -> str:
     """Readable name of a method; the DIP-started ones carry their start time t0."""
-    label = METHOD_LABELS.get(str(method), str(method))
-    if str(method) in ("dip+ddpm", "dip-guided") and t0 is not None and not pd.isna(t0):
-        return f"{label} (t0={t0:g})" if isinstance(t0, int | float) else f"{label} (t0={t0})"
-    return label
+    return cell_label({"method": method, "start": "dip" if t0 is not None else None, "t0": t0})
 
 
 def with_labels(frame: pd.DataFrame) -> pd.DataFrame:
-    """Add ``label`` (method_label) and ``method_rank`` (fixed method order) columns."""
+    """Add a ``label`` column (cell_label of each row)."""
     frame = frame.copy()
     if frame.empty or "method" not in frame.columns:
         frame["label"] = pd.Series(dtype=str)
-        frame["method_rank"] = pd.Series(dtype=float)
         return frame
-    t0 = frame["t0"] if "t0" in frame.columns else pd.Series([None] * len(frame), frame.index)
-    frame["label"] = [method_label(m, t) for m, t in zip(frame["method"], t0, strict=True)]
-    rank = {method: i for i, method in enumerate(METHOD_ORDER)}
-    frame["method_rank"] = frame["method"].map(lambda m: rank.get(str(m), len(rank)))
+    frame["label"] = [cell_label(row) for row in frame.to_dict("records")]
     return frame
 
 
 def _drop_empty_columns(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame.dropna(axis=1, how="all") if not frame.empty else frame
+    """Drop columns with no value, or ``none`` in every row (axes no row of it has)."""
+    if frame.empty:
+        return frame
+    empty = [
+        c
+        for c in frame.columns
+        if frame[c].isna().all() or frame[c].astype(str).eq(grid.NONE).all()
+    ]
+    return frame.drop(columns=empty)
 
 
-def _by_stage(frame: pd.DataFrame, *stages: str) -> pd.DataFrame:
+def _restoration(frame: pd.DataFrame, *stages: str) -> pd.DataFrame:
+    """Rows of the given stages that measure restoration (generation cells are scored with
+    generation metrics only)."""
     if frame.empty or "stage" not in frame.columns:
         return frame.iloc[0:0]
-    return frame[frame["stage"].isin(stages)]
+    rows = frame[frame["stage"].isin(stages)]
+    return rows[rows["purpose"] == "restoration"] if "purpose" in rows.columns else rows
+
+
+def _with_label_first(table: pd.DataFrame) -> pd.DataFrame:
+    table = with_labels(table)
+    leading = ["purpose", "dataset", "task", "label"]
+    order = [c for c in leading if c in table.columns]
+    return table[order + [c for c in table.columns if c not in order]]
 
 
 # ---------------------------------------------------------------------------- tables
 
 
 def method_comparison(frame: pd.DataFrame) -> pd.DataFrame:
-    """PSNR/SSIM of DIP alone, DDPM from noise/observation, DIP+DDPM per t0, DIP-guided."""
-    rows = with_labels(_by_stage(frame, "dip", "ddpm"))
-    keys = ["dataset", "task", "method_rank", "t0", "label", "arch", "iters", "steps"]
-    table = summarise(rows, keys, ["psnr", "ssim", "nfe", "seconds"])
-    return _drop_empty_columns(table.drop(columns=["method_rank"], errors="ignore"))
+    """PSNR/SSIM per restoration cell family: one row per identity without its seeds."""
+    rows = _restoration(frame, "dip", "ddpm")
+    table = summarise(rows, CELL_KEYS, ["psnr", "ssim", "nfe", "seconds"])
+    return _drop_empty_columns(_with_label_first(table))
 
 
 def steps_to_quality_table(frame: pd.DataFrame, target_psnr: float) -> pd.DataFrame:
     """Fewest reverse steps (and NFE) at which each method's mean PSNR reaches the target."""
-    rows = with_labels(_by_stage(frame, "ddpm"))
-    columns = ["dataset", "task", "label", "target_psnr", "steps_to_target", "nfe_to_target",
-               "best_psnr", "steps_at_best"]  # fmt: skip
+    rows = _restoration(frame, "ddpm")
     if rows.empty or "steps" not in rows.columns:
-        return pd.DataFrame(columns=columns)
-    keys = [k for k in ("dataset", "task", "method_rank", "t0", "label") if k in rows.columns]
+        return pd.DataFrame(columns=["label", "target_psnr", "steps_to_target"])
+    keys = [k for k in CELL_KEYS if k != "steps"]
     out = []
-    for key, group in rows.groupby(keys, dropna=False, sort=True):
+    for key, group in rows.groupby(keys, dropna=False, sort=False):
         record = dict(zip(keys, key, strict=True))
+        group = group.assign(steps=pd.to_numeric(group["steps"]))
+        for steps, at_steps in group.groupby("steps"):
+            check_pooling(at_steps, {**record, "steps": steps}, ("image", *grid.SEED_COLUMNS))
         curve = group.groupby("steps")["psnr"].mean()
         steps = steps_to_quality(group, target_psnr, x="steps", y="psnr")
         nfe = math.nan
         if "nfe" in group.columns and not math.isnan(steps):
             nfe = float(group.loc[group["steps"] == steps, "nfe"].mean())
         record.update(
+            _seed_lists(group),
+            n_images=int(group["image"].nunique()),
             target_psnr=target_psnr,
             steps_to_target=steps,
             nfe_to_target=nfe,
@@ -257,70 +348,92 @@ def steps_to_quality_table(frame: pd.DataFrame, target_psnr: float) -> pd.DataFr
             steps_at_best=float(curve.idxmax()),
         )
         out.append(record)
-    table = pd.DataFrame(out).drop(columns=["method_rank", "t0"], errors="ignore")
-    return _drop_empty_columns(table[[c for c in columns if c in table.columns]])
+    table = _sorted(pd.DataFrame(out), keys)
+    return _drop_empty_columns(_with_label_first(table))
 
 
 def fid_table(fid_frame: pd.DataFrame) -> pd.DataFrame:
-    """FID/KID by method and number of reverse steps (mean over seeds when repeated)."""
-    columns = ["dataset", "label", "steps", "fid", "kid_mean", "kid_std", "n_samples",
-               "kid_subset_size", "available", "reason"]  # fmt: skip
+    """FID/KID per sample-set family: one row per identity without seeds; n = sets."""
+    columns = ["label", "fid", "kid_mean", "n_samples", "available", "reason"]
     if fid_frame.empty:
         return pd.DataFrame(columns=columns)
-    rows = with_labels(fid_frame)
-    keys = [k for k in ("dataset", "method_rank", "t0", "label", "steps") if k in rows.columns]
-    numeric = [c for c in ("fid", "kid_mean", "kid_std", "n_samples", "kid_subset_size")
-               if c in rows.columns]  # fmt: skip
-    agg: dict[str, Any] = {c: "mean" for c in numeric}
-    if "available" in rows.columns:
-        agg["available"] = lambda s: bool(pd.Series(s).astype(bool).all())
-    if "reason" in rows.columns:
-        agg["reason"] = lambda s: "; ".join(sorted({str(r) for r in s.dropna() if str(r)}))
-    table = rows.groupby(keys, dropna=False, sort=True).agg(agg).reset_index()
-    return table[[c for c in columns if c in table.columns]]
+    values = ["fid", "kid_mean", "kid_std", "n_samples"]
+    table = summarise(fid_frame, CELL_KEYS, values, unit=grid.SEED_COLUMNS)
+    flags = fid_frame.groupby(CELL_KEYS, dropna=False, sort=False).agg(
+        available=("available", lambda s: bool(pd.Series(s).astype(bool).all())),
+        reason=("reason", lambda s: "; ".join(sorted({str(r) for r in s.dropna() if str(r)}))),
+    )
+    table = table.merge(flags.reset_index(), on=CELL_KEYS, how="left")
+    # Means over sample sets (seeds); the spread that matters is FID's across sets.
+    table = table.rename(
+        columns={
+            "fid_mean": "fid",
+            "kid_mean_mean": "kid_mean",
+            "kid_std_mean": "kid_std",
+            "n_samples_mean": "n_samples",
+            "fid_n": "n_sets",
+        }
+    )
+    table = table.drop(
+        columns=[
+            c
+            for c in table.columns
+            if c.startswith(("kid_mean_", "kid_std_", "n_samples_", "kid_std_", "kid_mean_"))
+        ]
+        + ["fid_n"],
+        errors="ignore",
+    )
+    return _drop_empty_columns(_with_label_first(table))
 
 
 def training_convergence(curves: pd.DataFrame, target_psnr: float) -> pd.DataFrame:
     """Full vs truncated training: steps to reach a target eval PSNR, final loss and speed."""
-    columns = ["mode", "t_max", "target_psnr", "steps_to_target", "final_eval_psnr",
-               "final_loss", "images_per_s", "n_runs"]  # fmt: skip
+    columns = [
+        "mode",
+        "t_max",
+        "target_psnr",
+        "steps_to_target",
+        "final_eval_psnr",
+        "final_loss",
+        "images_per_s",
+        "n_runs",
+    ]
     if curves.empty:
         return pd.DataFrame(columns=columns)
-    keys = [k for k in ("dataset", "mode", "t_max") if k in curves.columns]
     out = []
-    for key, group in curves.groupby(keys, dropna=False, sort=True):
-        record = dict(zip(keys, key, strict=True))
+    for key, group in curves.groupby(TRAIN_KEYS, dropna=False, sort=False):
+        record = dict(zip(TRAIN_KEYS, key, strict=True))
+        check_pooling(group, record, ("step", "train_seed"))
         evaluated = group.dropna(subset=["eval_psnr"]).groupby("step")["eval_psnr"].mean()
         last_step = group["step"].max()
         record.update(
+            train_seeds=",".join(sorted(group["train_seed"].unique(), key=_natural)),
             target_psnr=target_psnr,
             steps_to_target=steps_to_quality(group, target_psnr, x="step", y="eval_psnr"),
             final_eval_psnr=float(evaluated.iloc[-1]) if len(evaluated) else math.nan,
             final_loss=float(group.loc[group["step"] == last_step, "loss"].mean()),
             images_per_s=float(group["images_per_s"].mean()),
-            n_runs=int(group["cell"].nunique()) if "cell" in group.columns else 1,
+            n_runs=int(group["train_seed"].nunique()),
         )
         out.append(record)
-    order = [k for k in keys if k not in columns] + columns
-    return pd.DataFrame(out)[order]
+    return _sorted(pd.DataFrame(out), TRAIN_KEYS)
 
 
 def dip_by_architecture(frame: pd.DataFrame) -> pd.DataFrame:
     """DIP final and peak PSNR by architecture and number of iterations."""
-    rows = _by_stage(frame, "dip")
-    keys = ["dataset", "task", "arch", "iters"]
-    return _drop_empty_columns(summarise(rows, keys, ["psnr", "ssim", "peak_psnr", "peak_iter"]))
+    rows = _restoration(frame, "dip")
+    keys = ["purpose", "dataset", "task", "arch", "iters"]
+    values = ["psnr", "ssim", "peak_psnr", "peak_iter"]
+    return _drop_empty_columns(summarise(rows, keys, values))
 
 
 def earlystop_comparison(frame: pd.DataFrame) -> pd.DataFrame:
     """Early-stopping rules: PSNR gap to the oracle stop, iteration gap, hit rate, compute."""
-    # gap_plain_db: every rule against the same bound, the oracle stop of the plain fit
-    # (a progressive rule's gap_db is to its own run's peak, which would flatter it).
+    # gap_plain_db, the primary gap: every rule against the same bound, the oracle stop of
+    # the plain fit on the same image, observation and seed. gap_db is to a run's own peak
+    # (for a progressive rule that flatters it), kept as a secondary column.
     values = ["psnr", "gap_plain_db", "gap_db", "iter_gap", "within_1db", "extra_compute"]
-    values = [v for v in values if v in frame.columns]
-    # The ablation axes (schedule, K, sigma_max, architecture) stay apart.
-    axes = ["dataset", "task", "arch", "schedule", "stages", "smax", "rule"]
-    keys = [k for k in axes if k in frame.columns]
+    keys = [*CELL_KEYS, "run", "rule"]
     return _drop_empty_columns(summarise(frame, keys, values))
 
 
@@ -388,7 +501,6 @@ def write_tables(tables: Mapping[str, pd.DataFrame], out_dir: str | os.PathLike)
 
 
 def write_all_cells(frame: pd.DataFrame, path: str | os.PathLike) -> None:
-    """``all_cells.csv``: one row per cell x image, parameter columns first."""
-    leading = ["stage", "dataset", "task", "method", "arch", "iters", "seed", "t0", "steps"]
-    order = [c for c in leading if c in frame.columns]
+    """``all_cells.csv``: one row per cell x image, identity columns first."""
+    order = [c for c in ("stage", *grid.IDENTITY_COLUMNS, "image") if c in frame.columns]
     save_csv(path, frame[order + [c for c in frame.columns if c not in order]])

@@ -142,11 +142,14 @@ def _ddpm_errors(ddpm: dict, datasets: dict, tasks: dict, dip: dict) -> list[str
     errors += _missing(
         "architecture", "ddpm.sample.prior_arch", [sample.get("prior_arch", "skip")], dip["archs"]
     )
-    if sample.get("prior_iters", 0) not in dip.get("snapshots", []):
-        errors.append(
-            f"'ddpm.sample.prior_iters' {sample.get('prior_iters')} must be one of "
-            f"dip.snapshots {dip.get('snapshots')}"
-        )
+    prior_iters = sample.get("prior_iters", 1000)
+    snapshots = set(dip.get("snapshots", [])) | {dip.get("iters", 3000)}
+    for iters in prior_iters if isinstance(prior_iters, list) else [prior_iters]:
+        if iters not in snapshots:
+            errors.append(
+                f"'ddpm.sample.prior_iters' {iters} must be one of dip.snapshots "
+                f"{dip.get('snapshots')} or dip.iters"
+            )
     generation = ddpm.get("generation")
     if generation:
         errors += _missing("dataset", "ddpm.generation.dataset", [generation["dataset"]], datasets)
@@ -187,3 +190,14 @@ def validate_config(config: dict, schema: dict) -> None:
     if problems:
         bullet = "\n  - "
         raise ConfigError(f"invalid configuration:{bullet}{bullet.join(problems)}")
+
+
+def load_config(path: str | Path, schema_path: str | Path) -> dict:
+    """A config file checked as the workflow checks it, with the schema's defaults filled in
+    (for tools and tests that expand the grid outside Snakemake)."""
+    from snakemake.utils import validate
+
+    config = yaml.safe_load(Path(path).read_text())
+    validate_config(config, load_schema(schema_path))
+    validate(config, str(schema_path))
+    return config

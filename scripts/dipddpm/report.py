@@ -38,6 +38,23 @@ TABLE_TITLES = {
     "dip_by_architecture": "DIP PSNR by architecture and duration",
     "earlystop": "Early-stopping rules against the oracle stop",
 }
+# Identity columns a row's label spells out; the report's tables show the label instead.
+LABELLED = (
+    "purpose",
+    "method",
+    "start",
+    "t0",
+    "lam",
+    "train_dataset",
+    "preset",
+    "schedule",
+    "mode",
+    "t_max",
+    "train_steps",
+    "ckpt",
+    "sampler",
+    "eta",
+)
 MAIN_TABLES = ("method_comparison", "steps_to_quality", "fid")
 ABLATION_TABLES = ("training_convergence", "dip_by_architecture", "earlystop")
 
@@ -46,16 +63,16 @@ FIGURE_CAPTIONS = {
     "steps, one line per method (band: +-1 std over images and seeds).",
     "dip_trajectories": "PSNR to the clean image along DIP optimisation, mean over images "
     "with a +-1 std band, per architecture.",
-    "dip_t0_heatmap": "Mean PSNR of DIP+DDPM over the DIP duration (rows) and the diffusion "
-    "start t0 (columns).",
+    "dip_t0_heatmap": "Mean PSNR of DIP+DDPM over the prior's DIP duration (rows) and the "
+    "diffusion start step t0 (columns).",
     "fid_vs_steps": "FID of DDPM samples against reverse steps, per method.",
     "training_curves": "DDPM training loss and evaluation PSNR, full vs truncated diffusion.",
     "qualitative": "The same images restored by each method (clean, observed, DIP, DDPM, "
     "DIP+DDPM).",
     "earlystop_curves": "DIP PSNR curves with each rule's detected stop (dashed) and the oracle "
     "stop (red).",
-    "gap_distribution": "Distribution of the PSNR lost by stopping at each rule's iteration "
-    "instead of the oracle iteration.",
+    "gap_distribution": "PSNR below the plain-DIP oracle on the same image, observation and "
+    "seed, per rule (dB; 0 is the oracle, higher is worse).",
 }
 
 
@@ -143,7 +160,8 @@ def _steps_text(row: pd.Series) -> str:
     parts = []
     if "steps" in row.index and _finite(row["steps"]):
         parts.append(f"{_num(row['steps'])} reverse steps")
-    if "iters" in row.index and _finite(row["iters"]):
+    is_dip = str(row.get("method", "dip")) == "dip"  # a DDPM row's iters are its prior's
+    if is_dip and "iters" in row.index and _finite(row["iters"]):
         parts.append(f"{_num(row['iters'])} DIP iterations")
     return f" with {' and '.join(parts)}" if parts else ""
 
@@ -183,7 +201,7 @@ def _verdicts(prefix: str, label: str, row: pd.Series, rivals: pd.DataFrame) -> 
     families = {
         "DIP alone": rivals[rivals.index == "DIP alone"],
         "DDPM alone": rivals[rivals.index.str.startswith("DDPM")],
-        "DIP-guided sampling": rivals[rivals.index == "DIP-guided"],
+        "DIP-guided sampling": rivals[rivals.index.str.startswith("DIP-guided")],
     }
     out = []
     for family, members in families.items():
@@ -207,8 +225,12 @@ def _verdicts(prefix: str, label: str, row: pd.Series, rivals: pd.DataFrame) -> 
 
 
 def _intervals_overlap(a: pd.Series, b: pd.Series) -> bool:
-    bounds = [a.get("psnr_ci_low"), a.get("psnr_ci_high"), b.get("psnr_ci_low"),
-              b.get("psnr_ci_high")]  # fmt: skip
+    bounds = [
+        a.get("psnr_ci_low"),
+        a.get("psnr_ci_high"),
+        b.get("psnr_ci_low"),
+        b.get("psnr_ci_high"),
+    ]
     if not all(_finite(v) for v in bounds):
         return False
     return bounds[0] <= bounds[3] and bounds[2] <= bounds[1]
@@ -230,8 +252,10 @@ def steps_findings(table: pd.DataFrame) -> list[str]:
                 f"with {_db(best['best_psnr'])}."
             )
             continue
-        parts = [f"{r['label']} at {_num(r['steps_to_target'])} steps{_nfe_text(r)}"
-                 for _, r in reached.iterrows()]  # fmt: skip
+        parts = [
+            f"{r['label']} at {_num(r['steps_to_target'])} steps{_nfe_text(r)}"
+            for _, r in reached.iterrows()
+        ]
         text = f"{prefix}{target} was first reached by " + "; ".join(parts)
         if not missed.empty:
             best = missed.loc[missed["best_psnr"].idxmax()]
@@ -347,13 +371,30 @@ def findings(tables: Mapping[str, pd.DataFrame]) -> list[str]:
 # --------------------------------------------------------------------------- sections
 
 
-def _setup_section(config: Mapping[str, Any], commit: str) -> list[str]:
+def _versions_text(versions: pd.DataFrame | None) -> str:
+    if versions is None or versions.empty:
+        return "no cell recorded its code version"
+    parts = [
+        f"`{r['code_commit']}` (sources `{r['code_hash']}`, {r['cells']} cells)"
+        for _, r in versions.iterrows()
+    ]
+    warning = " — **the cells were computed by different code**" if len(parts) > 1 else ""
+    return "; ".join(parts) + warning
+
+
+def _setup_section(
+    config: Mapping[str, Any], commit: str, versions: pd.DataFrame | None = None
+) -> list[str]:
     dumped = yaml.safe_dump(_plain(config), sort_keys=True, default_flow_style=None).strip()
     return [
         "## Setup",
         "",
         f"- Scale: **{scale_name(config)}**",
-        f"- Code version: commit `{commit}`",
+        f"- Report generated at commit `{commit}`",
+        f"- Cells computed by: {_versions_text(versions)}",
+        "- Every table row averages exactly the cells its columns name (the label spells out "
+        "method, t0, prior, model, checkpoint and sampler); it averages over the seeds listed "
+        "in its `*_seeds` columns, and its n is images x seeds.",
         "",
         "Configuration used for this run:",
         "",
@@ -383,8 +424,8 @@ def _table_section(name: str, table: pd.DataFrame | None) -> list[str]:
     if table is None or table.empty:
         return lines + ["No results for this table in this run.", ""]
     shown = compact(table)
-    if "label" in shown.columns:
-        shown = shown.drop(columns=["t0"], errors="ignore")  # already part of the label
+    if "label" in shown.columns:  # these are spelled out in the label
+        shown = shown.drop(columns=[c for c in LABELLED if c in shown.columns])
     if name == "fid" and "reason" in shown.columns:
         note = _fid_note(shown)
         shown = shown.drop(columns=["reason"])
@@ -419,6 +460,7 @@ def render_report(
     config: Mapping[str, Any],
     commit: str,
     out_path: str | os.PathLike = "report.md",
+    versions: pd.DataFrame | None = None,
 ) -> str:
     """The report as Markdown text (see write_report)."""
     out_path = Path(out_path)
@@ -429,7 +471,7 @@ def render_report(
         "",
         "Generated from the aggregated result tables; every number below is computed from them.",
         "",
-        *_setup_section(config, commit),
+        *_setup_section(config, commit, versions),
         "## Findings",
         "",
         *[f"- {sentence}" for sentence in findings(tables)],
@@ -455,6 +497,7 @@ def write_report(
     config: Mapping[str, Any],
     commit: str,
     out_path: str | os.PathLike,
+    versions: pd.DataFrame | None = None,
 ) -> Path:
     """Write ``report.md`` atomically from the tables, figure paths and the config used.
 
@@ -462,7 +505,7 @@ def write_report(
     (see FIGURE_CAPTIONS) to its image path, linked relative to the report.
     """
     out_path = Path(out_path)
-    text = render_report(tables, figures, config, commit, out_path)
+    text = render_report(tables, figures, config, commit, out_path, versions)
     with atomic_path(out_path) as tmp:
         tmp.write_text(text)
     return out_path

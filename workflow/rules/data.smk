@@ -4,21 +4,21 @@
 
 rule prepare_dataset:
     output:
-        npz=f"{DATA}/{{dataset}}/clean.npz",
+        npz=grid.CLEAN.file("clean.npz"),
         preview=report(
-            f"{DATA}/{{dataset}}/preview.png",
+            grid.CLEAN.file("preview.png"),
             caption="../report/dataset.rst",
             category="Data",
             labels={"dataset": "{dataset}"},
         ),
-        meta=f"{DATA}/{{dataset}}/meta.json",
+        meta=grid.CLEAN.file("meta.json"),
     log:
-        f"{LOGS}/data/{{dataset}}.log",
+        grid.CLEAN.log,
     conda:
         "../../environment.yml"
     threads: 1
     params:
-        spec=lambda wc: dataset_spec(wc.dataset),
+        spec=lambda wc: config["data"]["datasets"][wc.dataset],
         cifar10=config["data"]["cifar10"],
     script:
         "../../scripts/prepare_dataset.py"
@@ -26,22 +26,22 @@ rule prepare_dataset:
 
 rule degrade:
     input:
-        clean=f"{DATA}/{{dataset}}/clean.npz",
+        clean=grid.CLEAN.file("clean.npz"),
     output:
-        npz=f"{DATA}/{{dataset}}/task~{{task}}/seed~{{seed}}/degraded.npz",
-        params=f"{DATA}/{{dataset}}/task~{{task}}/seed~{{seed}}/params.json",
+        npz=grid.OBSERVATION.file("degraded.npz"),
+        params=grid.OBSERVATION.file("params.json"),
         preview=report(
-            f"{DATA}/{{dataset}}/task~{{task}}/seed~{{seed}}/preview.png",
+            grid.OBSERVATION.file("preview.png"),
             caption="../report/degraded.rst",
             category="Data",
-            labels={"dataset": "{dataset}", "task": "{task}", "seed": "{seed}"},
+            labels={"dataset": "{dataset}", "task": "{task}", "seed": "{obs_seed}"},
         ),
     log:
-        f"{LOGS}/data/{{dataset}}/task~{{task}}/seed~{{seed}}.log",
+        grid.OBSERVATION.log,
     conda:
         "../../environment.yml"
     threads: 1
     params:
-        task=lambda wc: task_spec(wc.task),
+        task=lambda wc: config["tasks"][wc.task],
     script:
         "../../scripts/degrade.py"

@@ -5,20 +5,22 @@
 
 rule train_ddpm:
     input:
-        clean=f"{DATA}/{{dataset}}/clean.npz",
-        held_out=lambda wc: clean_path(config["ddpm"]["sample"]["dataset"]),
+        clean=lambda wc: grid.CLEAN.path({"dataset": wc.train_dataset}, "clean.npz"),
+        held_out=grid.CLEAN.path(
+            {"dataset": config["ddpm"]["sample"]["dataset"]}, "clean.npz"
+        ),
     output:
         checkpoints=expand(
-            f"{TRAIN_CELL}/step~{{ckpt}}.pt",
+            grid.checkpoint_file(),
             ckpt=config["ddpm"]["checkpoints"],
             allow_missing=True,
         ),
-        curve=f"{TRAIN_CELL}/curve.csv",
-        json=f"{TRAIN_CELL}/params.json",
+        curve=grid.TRAIN.file("curve.csv"),
+        json=grid.TRAIN.file("params.json"),
     log:
-        f"{LOGS}/ddpm/train/{TRAIN_ID}.log",
+        grid.TRAIN.log,
     benchmark:
-        f"{BENCH}/ddpm/train/{TRAIN_ID}.tsv"
+        grid.TRAIN.benchmark
     conda:
         "../../environment.yml"
     # One thread per job: on a small CPU two 1-thread jobs beat one 2-thread job, and
@@ -29,9 +31,8 @@ rule train_ddpm:
         runtime=24 * 60,
         mem_mb=16000,
     params:
-        cell=lambda wc: dict(wc),
-        train=ddpm_train_params,
-        checkpoints=config["ddpm"]["checkpoints"],
+        identity=lambda wc: cell_of(grid.TRAIN, wc),
+        train=ddpm_train_settings,
         out_dir=lambda wc, output: str(Path(output.curve).parent),
         device=config["device"],
     script:
@@ -40,25 +41,24 @@ rule train_ddpm:
 
 rule sample_ddpm:
     input:
-        ckpt=lambda wc: trained_checkpoint(wc.mode, wc.tmax, wc.ckpt),
-        npz=f"{DATA}/{{dataset}}/task~{{task}}/seed~{{seed}}/degraded.npz",
-        params=f"{DATA}/{{dataset}}/task~{{task}}/seed~{{seed}}/params.json",
+        unpack(observation_input),
+        ckpt=checkpoint_input,
         prior=prior_input,
     output:
-        npz=f"{SAMPLE_CELL}/samples.npz",
-        metrics=f"{SAMPLE_CELL}/metrics.csv",
-        json=f"{SAMPLE_CELL}/params.json",
+        npz=grid.SAMPLE.file("samples.npz"),
+        metrics=grid.SAMPLE.file("metrics.csv"),
+        json=grid.SAMPLE.file("params.json"),
         preview=report(
-            f"{SAMPLE_CELL}/preview.png",
+            grid.SAMPLE.file("preview.png"),
             caption="../report/sample_cell.rst",
             category="DDPM sampling",
             subcategory="{start} t0={t0}",
-            labels={"train": "{mode}-t{tmax}", "steps": "{steps}", "lam": "{lam}"},
+            labels={"train": "{mode}-t{t_max}", "steps": "{steps}", "lam": "{lam}"},
         ),
     log:
-        f"{LOGS}/ddpm/sample/{SAMPLE_ID}.log",
+        grid.SAMPLE.log,
     benchmark:
-        f"{BENCH}/ddpm/sample/{SAMPLE_ID}.tsv"
+        grid.SAMPLE.benchmark
     group:
         "sample"
     conda:
@@ -68,10 +68,7 @@ rule sample_ddpm:
         gpu=1,
         runtime=60,
     params:
-        cell=lambda wc: dict(wc),
-        prior_iters=config["ddpm"]["sample"]["prior_iters"],
-        sampler=config["ddpm"]["sample"]["sampler"],
-        eta=config["ddpm"]["sample"]["eta"],
+        identity=lambda wc: cell_of(grid.SAMPLE, wc),
         device=config["device"],
     script:
         "../../scripts/sample_ddpm.py"
@@ -79,21 +76,21 @@ rule sample_ddpm:
 
 rule generate_ddpm:
     input:
-        ckpt=lambda wc: trained_checkpoint(wc.mode, wc.tmax, wc.ckpt),
+        ckpt=checkpoint_input,
     output:
-        npz=f"{GENERATE_CELL}/samples.npz",
-        json=f"{GENERATE_CELL}/params.json",
+        npz=grid.GENERATE.file("samples.npz"),
+        json=grid.GENERATE.file("params.json"),
         preview=report(
-            f"{GENERATE_CELL}/preview.png",
+            grid.GENERATE.file("preview.png"),
             caption="../report/generate_cell.rst",
             category="DDPM sampling",
             subcategory="generation",
-            labels={"train": "{mode}-t{tmax}", "steps": "{steps}"},
+            labels={"train": "{mode}-t{t_max}", "steps": "{steps}"},
         ),
     log:
-        f"{LOGS}/ddpm/generate/train~{{mode}}-t{{tmax}}/ckpt~{{ckpt}}/steps~{{steps}}/seed~{{seed}}.log",
+        grid.GENERATE.log,
     benchmark:
-        f"{BENCH}/ddpm/generate/train~{{mode}}-t{{tmax}}/ckpt~{{ckpt}}/steps~{{steps}}/seed~{{seed}}.tsv"
+        grid.GENERATE.benchmark
     conda:
         "../../environment.yml"
     threads: 1
@@ -101,10 +98,8 @@ rule generate_ddpm:
         gpu=1,
         runtime=120,
     params:
-        cell=lambda wc: dict(wc),
+        identity=lambda wc: cell_of(grid.GENERATE, wc),
         n=config["ddpm"]["sample"]["generate"],
-        sampler=config["ddpm"]["sample"]["sampler"],
-        eta=config["ddpm"]["sample"]["eta"],
         device=config["device"],
     script:
         "../../scripts/generate_ddpm.py"

@@ -1,27 +1,27 @@
-# Deep Image Prior: one cell per (dataset, task, architecture, seed). One fit per cell
-# stores the output at every configured duration, so the duration ablation never refits.
+# Deep Image Prior: one cell per (purpose, dataset, task, observation seed, architecture,
+# DIP seed). One fit per cell stores the output at every configured duration, so the
+# duration ablation never refits.
 
 
 rule fit_dip:
     input:
-        npz=f"{DATA}/{{dataset}}/task~{{task}}/seed~{{seed}}/degraded.npz",
-        params=f"{DATA}/{{dataset}}/task~{{task}}/seed~{{seed}}/params.json",
+        unpack(observation_input),
     output:
-        npz=f"{DIP}/{{dataset}}/task~{{task}}/arch~{{arch}}/seed~{{seed}}/output.npz",
-        trajectory=f"{DIP}/{{dataset}}/task~{{task}}/arch~{{arch}}/seed~{{seed}}/trajectory.csv",
-        metrics=f"{DIP}/{{dataset}}/task~{{task}}/arch~{{arch}}/seed~{{seed}}/metrics.csv",
-        json=f"{DIP}/{{dataset}}/task~{{task}}/arch~{{arch}}/seed~{{seed}}/params.json",
+        npz=grid.DIP.file("output.npz"),
+        trajectory=grid.DIP.file("trajectory.csv"),
+        metrics=grid.DIP.file("metrics.csv"),
+        json=grid.DIP.file("params.json"),
         preview=report(
-            f"{DIP}/{{dataset}}/task~{{task}}/arch~{{arch}}/seed~{{seed}}/preview.png",
+            grid.DIP.file("preview.png"),
             caption="../report/dip_cell.rst",
             category="DIP",
             subcategory="{dataset} {task}",
-            labels={"arch": "{arch}", "seed": "{seed}"},
+            labels={"arch": "{arch}", "seed": "{dip_seed}", "obs": "{obs_seed}"},
         ),
     log:
-        f"{LOGS}/dip/{{dataset}}/task~{{task}}/arch~{{arch}}/seed~{{seed}}.log",
+        grid.DIP.log,
     benchmark:
-        f"{BENCH}/dip/{{dataset}}/task~{{task}}/arch~{{arch}}/seed~{{seed}}.tsv"
+        grid.DIP.benchmark
     group:
         "dip"
     conda:
@@ -31,9 +31,8 @@ rule fit_dip:
         gpu=1,
         runtime=120,
     params:
-        cell=lambda wc: dict(wc),
-        arch=lambda wc: arch_spec(wc.arch),
-        fit=dip_fit_params,
+        identity=lambda wc: cell_of(grid.DIP, wc),
+        settings=dip_fit_settings,
         device=config["device"],
     script:
         "../../scripts/fit_dip.py"

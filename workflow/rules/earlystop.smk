@@ -4,18 +4,17 @@
 
 rule earlystop:
     input:
-        npz=f"{DATA}/{{dataset}}/task~{{task}}/seed~{{seed}}/degraded.npz",
-        params=f"{DATA}/{{dataset}}/task~{{task}}/seed~{{seed}}/params.json",
+        unpack(observation_input),
     output:
-        table=f"{EARLYSTOP_CELL}/earlystop.csv",
-        curves=f"{EARLYSTOP_CELL}/stage_curves.csv",
-        trajectory=f"{EARLYSTOP_CELL}/trajectory.csv",
-        npz=f"{EARLYSTOP_CELL}/outputs.npz",
-        json=f"{EARLYSTOP_CELL}/params.json",
+        table=grid.EARLYSTOP.file("earlystop.csv"),
+        curves=grid.EARLYSTOP.file("stage_curves.csv"),
+        trajectory=grid.EARLYSTOP.file("trajectory.csv"),
+        npz=grid.EARLYSTOP.file("outputs.npz"),
+        json=grid.EARLYSTOP.file("params.json"),
     log:
-        f"{LOGS}/earlystop/{EARLYSTOP_ID}.log",
+        grid.EARLYSTOP.log,
     benchmark:
-        f"{BENCH}/earlystop/{EARLYSTOP_ID}.tsv"
+        grid.EARLYSTOP.benchmark
     group:
         "earlystop"
     conda:
@@ -25,10 +24,8 @@ rule earlystop:
         gpu=1,
         runtime=120,
     params:
-        cell=lambda wc: dict(wc),
-        arch=lambda wc: arch_spec(wc.arch),
-        dip=dip_fit_params,
-        es=config.get("earlystop", {}),
+        identity=lambda wc: cell_of(grid.EARLYSTOP, wc),
+        settings=earlystop_settings,
         device=config["device"],
     script:
         "../../scripts/earlystop.py"

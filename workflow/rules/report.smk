@@ -4,13 +4,13 @@
 
 rule fid_reference:
     input:
-        clean=f"{DATA}/{{dataset}}/clean.npz",
+        clean=grid.CLEAN.file("clean.npz"),
     output:
-        npz=f"{METRICS}/reference/{{dataset}}/inception.npz",
+        npz=grid.REFERENCE.file("inception.npz"),
     log:
-        f"{LOGS}/metrics/reference/{{dataset}}.log",
+        grid.REFERENCE.log,
     benchmark:
-        f"{BENCH}/metrics/reference/{{dataset}}.tsv"
+        grid.REFERENCE.benchmark
     conda:
         "../../environment.yml"
     threads: 1
@@ -26,13 +26,15 @@ rule fid_reference:
 
 rule fid:
     input:
-        samples=f"{DDPM}/{{sampleset}}/samples.npz",
-        cell=f"{DDPM}/{{sampleset}}/params.json",
-        reference=f"{METRICS}/reference/{config['metrics']['reference']}/inception.npz",
+        samples=f"{grid.SAMPLE_SET}/samples.npz",
+        cell=f"{grid.SAMPLE_SET}/params.json",
+        reference=grid.REFERENCE.path(
+            {"dataset": config["metrics"]["reference"]}, "inception.npz"
+        ),
     output:
-        json=f"{DDPM}/{{sampleset}}/fid.json",
+        json=f"{grid.SAMPLE_SET}/fid.json",
     log:
-        f"{LOGS}/metrics/fid/{{sampleset}}.log",
+        f"{grid.LOGS}/metrics/fid/{{sampleset}}.log",
     group:
         "sample"
     conda:
@@ -55,14 +57,17 @@ rule aggregate:
         fids=lambda wc: fid_targets(),
         earlystop=lambda wc: earlystop_targets(),
     output:
-        all_cells=f"{TABLES}/all_cells.csv",
+        all_cells=f"{grid.TABLES}/all_cells.csv",
+        versions=f"{grid.TABLES}/code_versions.csv",
         tables=report(
-            expand(f"{TABLES}/{{name}}.{{ext}}", name=TABLE_NAMES, ext=["csv", "md"]),
+            expand(
+                f"{grid.TABLES}/{{name}}.{{ext}}", name=TABLE_NAMES, ext=["csv", "md"]
+            ),
             caption="../report/tables.rst",
             category="Tables",
         ),
     log:
-        f"{LOGS}/report/aggregate.log",
+        f"{grid.LOGS}/report/aggregate.log",
     conda:
         "../../environment.yml"
     threads: 1
@@ -75,30 +80,31 @@ rule aggregate:
 
 rule figures:
     input:
-        all_cells=f"{TABLES}/all_cells.csv",
-        trajectories=lambda wc: [
-            p.replace("metrics.csv", "trajectory.csv") for p in dip_targets()
-        ],
+        all_cells=f"{grid.TABLES}/all_cells.csv",
+        trajectories=lambda wc: dip_targets("trajectory.csv"),
         curves=lambda wc: training_targets(),
         fids=lambda wc: fid_targets(),
         earlystop=lambda wc: earlystop_targets(),
-        stage_curves=lambda wc: earlystop_curve_targets(),
+        stage_curves=lambda wc: earlystop_targets("trajectory.csv"),
         panels=lambda wc: [path for path, _ in qualitative_panels().values() if path],
     output:
         figures=report(
             expand(
-                f"{FIGURES}/{{name}}.{{ext}}", name=FIGURE_NAMES, ext=["png", "pdf"]
+                f"{grid.FIGURES}/{{name}}.{{ext}}",
+                name=figure_names(),
+                ext=["png", "pdf"],
             ),
             caption="../report/figures.rst",
             category="Figures",
         ),
     log:
-        f"{LOGS}/report/figures.log",
+        f"{grid.LOGS}/report/figures.log",
     conda:
         "../../environment.yml"
     threads: 1
     params:
         panels=lambda wc: qualitative_panels(),
+        names=figure_names(),
     script:
         "../../scripts/figures.py"
 
@@ -106,14 +112,17 @@ rule figures:
 rule report:
     input:
         tables=rules.aggregate.output.tables,
+        versions=rules.aggregate.output.versions,
         figures=rules.figures.output.figures,
     output:
         md=report(
-            f"{REPORT}/report.md", caption="../report/report.rst", category="Report"
+            f"{grid.REPORT}/report.md",
+            caption="../report/report.rst",
+            category="Report",
         ),
-        config=f"{REPORT}/config_used.json",
+        config=f"{grid.REPORT}/config_used.json",
     log:
-        f"{LOGS}/report/report.log",
+        f"{grid.LOGS}/report/report.log",
     conda:
         "../../environment.yml"
     threads: 1

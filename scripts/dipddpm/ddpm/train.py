@@ -6,7 +6,7 @@ ever uses.
 
 Resume is exact on CPU: the data order, timesteps, noise and dropout of step k come from
 generators seeded with (seed, k), not from state carried across steps, so a run that is
-killed and resumed from ``resume.pt`` (or the newest ``step~{k}.pt``) reaches the same
+killed and resumed from ``resume.pt`` (or the newest step checkpoint) reaches the same
 weights, bit for bit, as an uninterrupted run. Checkpoints hold the full state anyway
 (model, EMA, optimiser, RNG states, step, config, curve so far).
 """
@@ -14,7 +14,6 @@ weights, bit for bit, as an uninterrupted run. Checkpoints hold the full state a
 from __future__ import annotations
 
 import copy
-import re
 import time
 import warnings
 from collections.abc import Sequence
@@ -30,10 +29,10 @@ from tqdm.auto import tqdm
 from dipddpm.ddpm.diffusion import Diffusion, to_model_space
 from dipddpm.ddpm.unet import build_unet, unet_config
 from dipddpm.device import pick_device
+from dipddpm.grid import CHECKPOINT_GLOB, CHECKPOINT_RE, checkpoint_name
 from dipddpm.io import atomic_path, save_csv
 
 MODES = ("full", "truncated")
-CHECKPOINT_PATTERN = re.compile(r"^step~(\d+)\.pt$")
 # Config keys that must match for a run to continue from an existing checkpoint.
 RESUME_KEYS = (
     "preset",
@@ -55,7 +54,7 @@ RESUME_KEYS = (
 
 
 def checkpoint_path(out_dir: str | Path, step: int) -> Path:
-    return Path(out_dir) / f"step~{step}.pt"
+    return Path(out_dir) / checkpoint_name(step)
 
 
 def _step_seed(seed: int, step: int, stream: int) -> int:
@@ -142,10 +141,10 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 
 def _latest_checkpoint(out_dir: Path, steps: int) -> Path | None:
-    """The checkpoint with the most steps done (<= steps): resume.pt or a step~k.pt."""
+    """The checkpoint with the most steps done (<= steps): resume.pt or a step checkpoint."""
     candidates = []
     for path in out_dir.glob("*.pt"):
-        match = CHECKPOINT_PATTERN.match(path.name)
+        match = CHECKPOINT_RE.match(path.name)
         if match or path.name == "resume.pt":
             done = int(match.group(1)) if match else None
             candidates.append((done, path))
@@ -222,7 +221,7 @@ def train(
 ) -> pd.DataFrame:
     """Train a DDPM UNet on ``images01`` ((N, 3, H, W) float in [0, 1]); return the curve.
 
-    Writes ``out_dir/step~{k}.pt`` for each k in ``checkpoint_steps``, a rolling
+    Writes ``out_dir/<grid.checkpoint_name(k)>`` for each k in ``checkpoint_steps``, a rolling
     ``out_dir/resume.pt`` every ``resume_every`` steps and at the end, and
     ``out_dir/curve.csv``. If ``out_dir`` already holds a checkpoint of the same config,
     training continues from the newest one (exactly, see the module docstring).
@@ -400,8 +399,8 @@ def load_model(
 
 
 def checkpoint_steps_done(out_dir: str | Path) -> list[int]:
-    """Steps k for which ``out_dir/step~{k}.pt`` exists, ascending."""
-    found = (CHECKPOINT_PATTERN.match(p.name) for p in Path(out_dir).glob("step~*.pt"))
+    """Steps k for which a checkpoint (grid.checkpoint_name(k)) exists, ascending."""
+    found = (CHECKPOINT_RE.match(p.name) for p in Path(out_dir).glob(CHECKPOINT_GLOB))
     return sorted(int(m.group(1)) for m in found if m)
 
 

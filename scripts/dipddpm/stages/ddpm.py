@@ -17,9 +17,9 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
+from .. import grid
 from ..ddpm.sample import Guide, diffuse_prior, generate, noise_start, observation_start, sample
 from ..ddpm.train import load_model, train
 from ..device import describe_device, pick_device
@@ -41,31 +41,32 @@ def run_train_cell(
     device: str,
     threads: int,
     out_dir,
-    checkpoint_steps: list[int],
     out_json,
 ) -> None:
-    """Train one DDPM cell; checkpoints ``out_dir/step~{k}.pt``, ``curve.csv``; resumable."""
+    """Train one DDPM cell (identity ``cell``: the grid.TRAIN axes); writes one checkpoint
+    per ``train_cfg["checkpoints"]`` step and ``curve.csv``; resumable."""
     torch.set_num_threads(max(1, int(threads)))
     images = load_npz(clean_npz)["images"]
     held_out = load_npz(eval_npz)["images"][:16]
     dev = pick_device(device)
-    t_max = None if cell["mode"] == "full" else int(cell["tmax"])
+    t_max = None if cell["mode"] == "full" else int(cell["t_max"])
+    checkpoint_steps = list(train_cfg["checkpoints"])
     log.info("DDPM %s training on %d images (%s), %s", cell["mode"], len(images), dev, cell)
     curve = train(
         images,
         out_dir,
-        preset=cell["model"],
-        schedule=cell["sched"],
+        preset=cell["preset"],
+        schedule=cell["schedule"],
         T=int(train_cfg["T"]),
         mode=cell["mode"],
         t_max=t_max,
-        steps=int(cell["steps"]),
+        steps=int(cell["train_steps"]),
         batch_size=int(train_cfg["batch_size"]),
         lr=float(train_cfg["lr"]),
         ema_decay=float(train_cfg["ema_decay"]),
         grad_clip=float(train_cfg["grad_clip"]),
         checkpoint_steps=checkpoint_steps,
-        seed=int(cell["seed"]),
+        seed=int(cell["train_seed"]),
         device=dev,
         eval_images=held_out,
         eval_every=int(train_cfg["eval_every"]),
@@ -76,6 +77,7 @@ def run_train_cell(
         progress=True,
     )
     seconds = float(curve["elapsed_s"].max()) if "elapsed_s" in curve else float("nan")
+    save_csv(Path(out_dir) / "curve.csv", grid.stamp(curve, {**cell, "purpose": "training"}))
     save_json(
         out_json,
         {
@@ -138,10 +140,7 @@ def run_sample_cell(
     degraded_npz,
     degraded_json,
     prior_npz,
-    prior_iters: int | None,
     cell: dict,
-    sampler: str,
-    eta: float,
     device: str,
     threads: int,
     out_npz,
@@ -149,14 +148,18 @@ def run_sample_cell(
     out_json,
     out_preview,
 ) -> None:
-    """Restore a degraded set with a trained DDPM from one start point; write metrics."""
+    """Restore a degraded set with a trained DDPM from one start point; write metrics.
+
+    ``cell`` is the sampling cell's identity (grid.SAMPLE axes): its start, t0, sampler,
+    eta, steps, lam and sample seed say how to sample, its prior axes which DIP output."""
     model, diffusion, meta, dev = load_for_sampling(ckpt, device, threads)
     data, task, operator = load_observation(degraded_npz, degraded_json)
     prior = None
     if prior_npz is not None:
-        prior = load_npz(prior_npz)[snapshot_key(int(prior_iters))]
+        prior = load_npz(prior_npz)[snapshot_key(int(cell["iters"]))]
     start, lam, steps = cell["start"], float(cell["lam"]), int(cell["steps"])
-    generator = torch.Generator().manual_seed(int(cell["seed"]))
+    sampler, eta = cell["sampler"], float(cell["eta"])
+    generator = torch.Generator().manual_seed(int(cell["sample_seed"]))
     x_start, t_start = start_point(start, diffusion, data, task, prior, cell["t0"], generator)
     check_trained_range(meta, t_start, ckpt)
     guide = Guide.for_task(operator, data["observed"], x_dip=prior, lam=lam)
@@ -173,16 +176,8 @@ def run_sample_cell(
     )
     metrics = per_image_metrics(result.images, data["clean"])
     method = method_name(start, lam)
-    for key, value in {
-        **cell,
-        "stage": "ddpm",
-        "method": method,
-        "t_start": t_start,
-        "nfe": result.nfe,
-        "seconds": result.seconds,
-        "device": dev.type,
-        "sampler": sampler,
-    }.items():
+    run = {"t_start": t_start, "nfe": result.nfe, "seconds": result.seconds}
+    for key, value in {**run, "stage": "ddpm", "device": dev.type}.items():
         metrics[key] = value
     save_png(
         out_preview,
@@ -190,17 +185,12 @@ def run_sample_cell(
             np.concatenate([data["clean"][:8], result.images[:8]]), ncol=min(8, len(result.images))
         ),
     )
-    save_csv(out_metrics, metrics)
+    save_csv(out_metrics, grid.stamp(metrics, cell, method))
     save_json(
         out_json,
         {
-            **cell,
-            "method": method,
-            "t_start": t_start,
-            "nfe": result.nfe,
-            "seconds": result.seconds,
-            "sampler": sampler,
-            "eta": eta,
+            "identity": grid.full_identity(cell, method),
+            **run,
             "checkpoint": str(ckpt),
             "train_step": meta["step"],
             "train_config": meta["config"],
@@ -225,8 +215,6 @@ def run_generate_cell(
     ckpt,
     n: int,
     cell: dict,
-    sampler: str,
-    eta: float,
     device: str,
     threads: int,
     out_npz,
@@ -235,36 +223,27 @@ def run_generate_cell(
 ) -> None:
     """Unconditional samples from noise at T; records NFE and wall time."""
     model, diffusion, meta, dev = load_for_sampling(ckpt, device, threads)
-    generator = torch.Generator().manual_seed(int(cell["seed"]))
+    generator = torch.Generator().manual_seed(int(cell["sample_seed"]))
     result = generate(
-        model, diffusion, n, int(cell["steps"]), sampler=sampler, eta=eta, generator=generator
+        model,
+        diffusion,
+        n,
+        int(cell["steps"]),
+        sampler=cell["sampler"],
+        eta=float(cell["eta"]),
+        generator=generator,
     )
     save_png(out_preview, image_grid(result.images[:64]))
+    identity = {**cell, "purpose": "generation", "start": "noise", "t0": diffusion.T}
     save_json(
         out_json,
         {
-            **cell,
-            "method": "ddpm-noise",
+            "identity": grid.full_identity(identity, "ddpm-noise"),
             "n": n,
             "nfe": result.nfe,
             "seconds": result.seconds,
-            "sampler": sampler,
-            "eta": eta,
             "train_step": meta["step"],
             **describe_device(dev),
         },
     )
     save_npz(out_npz, samples=result.images)
-
-
-def training_curves(paths: list[str]) -> pd.DataFrame:
-    """Concatenate curve.csv files, adding the cell parameters read from their paths."""
-    frames = []
-    for path in paths:
-        frame = pd.read_csv(path)
-        for part in Path(path).parent.parts:
-            if "~" in part:
-                key, value = part.split("~", 1)
-                frame[key] = value
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .. import grid
 from ..device import describe_device, pick_device
 from ..dip.fit import fit_dip
 from ..io import image_grid, load_json, load_npz, save_csv, save_json, save_npz, save_png
@@ -42,7 +43,7 @@ def run_dip_cell(
 ) -> None:
     """Fit every image of a degraded set and write the cell's outputs.
 
-    ``cell`` holds the wildcards (dataset, task, arch, seed); ``arch`` the named
+    ``cell`` is the DIP cell's identity (grid.DIP axes); ``arch`` the named
     architecture's hyperparameters; ``fit`` the dip config's fitting keys.
     """
     torch.set_num_threads(max(1, int(threads)))
@@ -50,7 +51,7 @@ def run_dip_cell(
     data, task = load_npz(degraded_npz), load_json(degraded_json)
     operator = Operator.from_arrays(data, task)
     dev = pick_device(device)
-    seed = int(cell["seed"])
+    seed = int(cell["dip_seed"])
     seeds = [seed] * len(data["observed"])  # every image: the fit a single run with `seed` gives
     kind, hyper = arch["kind"], {k: v for k, v in arch.items() if k != "kind"}
     snapshots = sorted(set(fit["snapshots"]) | {fit["iters"]})
@@ -77,7 +78,7 @@ def run_dip_cell(
     arrays |= {snapshot_key(t, raw=True): out for t, out in result.snapshots_raw.items()}
     final = result.snapshots[max(result.snapshots)]
     save_png(out_preview, preview_grid(data, final))
-    save_csv(out_trajectory, result.trajectory)
+    save_csv(out_trajectory, grid.stamp(result.trajectory, cell, "dip"))
     save_csv(out_metrics, metrics)
     save_json(
         out_json,
@@ -118,10 +119,8 @@ def snapshot_metrics(result, data: dict, cell: dict, device: torch.device) -> pd
     frame = pd.concat(rows, ignore_index=True).merge(peak_of(result.trajectory), on="image")
     frame["psnr_input"] = frame["image"].map(input_psnr(data))
     frame["name"] = frame["image"].map(dict(enumerate(data["names"].tolist())))
-    for key, value in cell.items():
-        frame[key] = value
-    frame["stage"], frame["method"], frame["device"] = "dip", "dip", device.type
-    return frame
+    frame["stage"], frame["device"] = "dip", device.type
+    return grid.stamp(frame, cell, method="dip")
 
 
 def input_psnr(data: dict) -> dict[int, float]:

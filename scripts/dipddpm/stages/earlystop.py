@@ -1,4 +1,5 @@
-"""Example 2 stage: a cell per (dataset, task, arch, schedule, K, sigma_max, seed)."""
+"""Example 2 stage: a cell per grid.EARLYSTOP identity (observation, arch, schedule, K,
+sigma_max, DIP seed)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import logging
 
 import torch
 
+from .. import grid
 from ..device import describe_device, pick_device
 from ..earlystop import run_earlystop_cell
 from ..io import load_json, load_npz, save_csv, save_json, save_npz
@@ -35,7 +37,7 @@ def run_cell(
     if task["kind"] != "denoise":
         raise ValueError(f"early stopping needs a denoising task (known sigma); got {task['kind']}")
     dev = pick_device(device)
-    seeds = [int(cell["seed"])] * len(data["observed"])
+    seeds = [int(cell["dip_seed"])] * len(data["observed"])
     result = run_earlystop_cell(
         data["clean"],
         data["observed"],
@@ -44,9 +46,9 @@ def run_cell(
         kind=arch["kind"],
         arch_params={k: v for k, v in arch.items() if k != "kind"},
         seeds=seeds,
-        schedule=cell["schedule"],
+        schedule=cell["es_schedule"],
         K=int(cell["stages"]),
-        sigma_max=float(cell["smax"]) / 255.0,
+        sigma_max=float(cell["sigma_max"]) / 255.0,
         noise=es["noise"],
         iters_per_stage=int(es["iters_per_stage"]),
         final_iters=int(es["final_iters"]),
@@ -62,13 +64,13 @@ def run_cell(
         device=dev,
     )
     table = result.table.copy()
-    for key, value in {**cell, "stage": "earlystop", "device": dev.type}.items():
-        table[key] = value
-    save_csv(out_curves, result.stage_curves)
-    save_csv(out_trajectory, result.trajectory)
+    table["stage"], table["device"] = "earlystop", dev.type
+    identity = {**cell, "purpose": "restoration"}
+    save_csv(out_curves, grid.stamp(result.stage_curves, identity, "earlystop"))
+    save_csv(out_trajectory, grid.stamp(result.trajectory, identity, "earlystop"))
     save_npz(out_npz, outputs=result.outputs_at_stop, stops=result.stops)
     save_json(
         out_json,
         {**cell, "arch_params": arch, "earlystop": es, "info": result.info, **describe_device(dev)},
     )
-    save_csv(out_table, table)
+    save_csv(out_table, grid.stamp(table, identity, "earlystop"))

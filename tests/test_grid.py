@@ -1,0 +1,141 @@
+"""The experimental design owns cell identity: expansion, one path per cell, paths that map
+back to their identity, and no path pattern spelled anywhere else."""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections import Counter
+
+import pytest
+
+from dipddpm import grid
+from dipddpm.config import load_config
+
+
+def load(root, name: str) -> dict:
+    return load_config(root / "config" / name, root / "workflow" / "schemas" / "config.schema.yaml")
+
+
+@pytest.fixture(scope="module")
+def default(root):
+    return load(root, "config.yaml")
+
+
+@pytest.fixture(scope="module")
+def paper(root):
+    return load(root, "paper.yaml")
+
+
+def test_default_config_expands_to_the_documented_cells(default):
+    cells = grid.cells(default)
+    counts = {kind: len(found) for kind, found in cells.items()}
+    # 4 archs on denoising + skip on inpainting and SR, plus the generation prior.
+    assert counts["dip"] == 7
+    assert counts["train"] == 2
+    # full: noise, obs and 3 t0 x (lam 0, 0.5) at 2 step counts = 16; truncated (t_max 300):
+    # obs and 3 t0 x 2 lam at 2 step counts = 14; convergence at ckpt 150: 2; generation: 3.
+    assert counts["sample"] == 35
+    assert counts["generate"] == 2 and counts["earlystop"] == 2
+    purposes = Counter(c["purpose"] for c in cells["sample"])
+    assert purposes == {"restoration": 32, "generation": 3}
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "paper.yaml"])
+def test_every_cell_has_one_path_that_maps_back_to_its_identity(root, name):
+    config = load(root, name)
+    for kind_name, found in grid.cells(config).items():
+        kind = grid.KINDS[kind_name]
+        paths = [kind.path(cell) for cell in found]
+        assert len(set(paths)) == len(paths), f"two {kind_name} cells share a path"
+        for cell, path in zip(found, paths, strict=True):
+            assert grid.parse(path) == cell
+            assert grid.kind_of(f"{path}/x.csv") is kind
+            # The wildcard pattern Snakemake matches accepts exactly the canonical values.
+            pattern = re.escape(kind.template).replace(r"\{", "{").replace(r"\}", "}")
+            regex = pattern.format(
+                **{a: f"(?P<{a}>{grid.wildcard_constraints()[a]})" for a in kind.axes}
+            )
+            match = re.fullmatch(regex, path)
+            assert match and match.groupdict() == cell
+
+
+def test_paper_config_scales_every_axis(paper):
+    cells = grid.cells(paper)
+    assert len(cells["dip"]) > 100 and len(cells["sample"]) > 500
+    assert {c["obs_seed"] for c in cells["dip"]} == {"0", "1", "2"}
+    assert {c["dip_seed"] for c in cells["dip"]} == {"0"}
+
+
+def test_no_cell_asks_a_truncated_model_for_a_start_it_never_trained(paper, default):
+    for config in (default, paper):
+        for cell in grid.sample_cells(config):
+            if cell["t0"] != "sigma":
+                assert int(cell["t0"]) <= int(cell["t_max"]), cell
+
+
+def test_seeds_are_three_separate_axes(default):
+    config = copy.deepcopy(default)
+    config["observation_seeds"] = [0, 1]
+    config["dip"]["seeds"] = [0]
+    config["ddpm"]["sample"]["seeds"] = [0, 1, 2, 3]
+    cells = grid.sample_cells(config)
+    one_prior = [
+        c
+        for c in cells
+        if c["start"] == "dip" and c["t0"] == "100" and c["obs_seed"] == "0"
+        and c["mode"] == "full" and c["steps"] == "25" and c["lam"] == "0" and c["ckpt"] == "300"
+    ]  # fmt: skip
+    # Four samples from the same prior (same observation, same DIP seed).
+    assert sorted(c["sample_seed"] for c in one_prior) == ["0", "1", "2", "3"]
+    assert {grid.DIP.path(grid.prior_of(c)) for c in one_prior} == {
+        grid.DIP.path(grid.prior_of(one_prior[0]))
+    }
+    assert {c["obs_seed"] for c in grid.dip_cells(config)} == {"0", "1"}
+
+
+@pytest.mark.parametrize(
+    "value, spelled", [(0, "0"), (0.5, "0.5"), (1.0, "1"), ("00", "0"), (None, "none")]
+)
+def test_canonical_values(value, spelled):
+    assert grid.canonical(value) == spelled
+
+
+@pytest.mark.parametrize("axis, bad", [("obs_seed", "00"), ("lam", "."), ("lam", "0.50"),
+                                       ("eta", "1.0"), ("t0", "01")])  # fmt: skip
+def test_wildcards_refuse_non_canonical_spellings(axis, bad):
+    assert not re.fullmatch(grid.wildcard_constraints()[axis], bad)
+
+
+def test_a_row_carries_every_identity_column(default):
+    import pandas as pd
+
+    cell = grid.sample_cells(default)[0]
+    frame = grid.stamp(pd.DataFrame({"image": [0, 1], "psnr": [1.0, 2.0]}), cell, "ddpm-obs")
+    assert set(grid.IDENTITY_COLUMNS) <= set(frame.columns)
+    assert {"code_commit", "code_hash"} <= set(frame.columns)
+    assert frame["es_schedule"].eq("none").all() and frame["method"].eq("ddpm-obs").all()
+
+
+# Spelled in pieces so that this file does not match its own patterns.
+TILDE = "~"
+SEGMENT = re.compile(r"[A-Za-z0-9_]" + TILDE + r"[A-Za-z0-9_<{]|" + TILDE + r"\{")
+
+
+def test_no_path_pattern_is_spelled_outside_the_grid_module(root):
+    """Every key-value path segment and every wildcard segment lives in grid.py."""
+    files = [
+        *root.glob("Snakefile"),
+        *root.glob("workflow/**/*.smk"),
+        *root.glob("workflow/profiles/**/*.yaml"),
+        *root.glob("scripts/**/*.py"),
+        *root.glob("tests/**/*.py"),
+    ]
+    offenders = []
+    for path in files:
+        if path.name == "grid.py" and path.parent.name == "dipddpm":
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            if SEGMENT.search(line):
+                offenders.append(f"{path.relative_to(root)}:{number}: {line.strip()}")
+    assert not offenders, "path patterns outside grid.py:\n" + "\n".join(offenders)
