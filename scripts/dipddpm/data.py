@@ -17,8 +17,10 @@ All loaders return uint8 HWC arrays; :func:`to_chw_float` turns them into the
 
 from __future__ import annotations
 
+import gzip
 import io
 import tarfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +61,10 @@ SKIMAGE_BUNDLED = (
 
 class DataUnavailable(RuntimeError):
     """A data source cannot be reached or read; the message says how to fix it."""
+
+
+# What a truncated or damaged .tar.gz raises, from the tar, gzip or zlib layer.
+ARCHIVE_DAMAGE = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile)
 
 
 @dataclass
@@ -124,21 +130,32 @@ def _select(members: list[tuple[str, int]], n: int, seed: int, where: str):
             f"with classes {', '.join(CIFAR10_CLASSES)}"
         )
     labels = np.array([label for _, label in members])
-    return [members[i] for i in balanced_subset(labels, n, seed)]
+    try:
+        return [members[i] for i in balanced_subset(labels, n, seed)]
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from err
 
 
 def read_cifar10_archive(path: str | Path, split: str, n: int, seed: int) -> ImageSet:
     """Class-balanced subset of a CIFAR-10 ImageFolder ``.tar.gz``; decodes only the subset."""
     path = Path(path)
     if not path.is_file():
-        raise DataUnavailable(f"CIFAR-10 archive not found: {path}")
+        raise DataUnavailable(_not_found("archive", path))
     try:
         with tarfile.open(path, "r:*") as tar:
             members = _labelled_members(tar.getnames(), split)
             chosen = _select(members, n, seed, f"archive {path} (split {split!r})")
             images = [_decode(tar.extractfile(name).read(), f"{path}:{name}") for name, _ in chosen]
-    except tarfile.TarError as err:
-        raise DataUnavailable(f"cannot read CIFAR-10 archive {path}: {err}") from err
+    except ARCHIVE_DAMAGE as err:
+        raise DataUnavailable(
+            f"CIFAR-10 archive {path} is truncated or corrupt ({type(err).__name__}: {err}). "
+            "Download or copy it again, and check its sha256 against the source's "
+            "(../shared/data/README.md lists those of the offline copies)."
+        ) from err
+    except OSError as err:
+        raise DataUnavailable(
+            f"cannot read CIFAR-10 archive {path}: {err.strerror or err}. " + HOW_TO_PROVIDE_CIFAR
+        ) from err
     return _cifar_set(images, chosen, {"kind": "archive", "path": str(path)})
 
 
@@ -146,7 +163,7 @@ def read_cifar10_folder(path: str | Path, split: str, n: int, seed: int) -> Imag
     """Class-balanced subset of an extracted CIFAR-10 ImageFolder tree."""
     root = Path(path)
     if not root.is_dir():
-        raise DataUnavailable(f"CIFAR-10 folder not found: {root}")
+        raise DataUnavailable(_not_found("folder", root))
     listing = [str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()]
     chosen = _select(_labelled_members(listing, split), n, seed, f"folder {root} ({split!r})")
     images = [_decode(root / name, str(root / name)) for name, _ in chosen]
@@ -184,11 +201,19 @@ def read_cifar10_torchvision(root: str | Path, split: str, n: int, seed: int) ->
 
 
 HOW_TO_PROVIDE_CIFAR = (
-    "Provide a local copy instead: set data.cifar10.source to 'archive' and "
+    "Point the pipeline at a local copy: `make run CIFAR10=../shared/data` (a folder "
+    "holding cifar10-jpeg-{train,test}.tar.gz), or set data.cifar10.source to 'archive' and "
     "data.cifar10.path to a .tar.gz in ImageFolder layout (e.g. "
-    "../shared/data/cifar10-jpeg-test.tar.gz), or 'folder' with an extracted tree, or place "
-    "one under resources/cifar10/ for source 'auto'."
+    "../shared/data/cifar10-jpeg-{split}.tar.gz), or 'folder' with an extracted tree, or "
+    "place one under resources/cifar10/ for source 'auto'."
 )
+
+
+def _not_found(source: str, path: Path) -> str:
+    return (
+        f"CIFAR-10 {source} not found: {path} (from data.cifar10.source: {source} and "
+        "data.cifar10.path). " + HOW_TO_PROVIDE_CIFAR
+    )
 
 
 def find_local_cifar10(resources: str | Path, split: str) -> tuple[str, Path] | None:
@@ -221,7 +246,9 @@ def load_cifar10(
     if source not in CIFAR10_SOURCES:
         raise ValueError(f"data.cifar10.source must be one of {CIFAR10_SOURCES}; got {source!r}")
     if source in ("archive", "folder") and not path:
-        raise ValueError(f"data.cifar10.source {source!r} needs data.cifar10.path")
+        raise ValueError(
+            f"data.cifar10.source {source!r} needs data.cifar10.path. " + HOW_TO_PROVIDE_CIFAR
+        )
     if path:
         path = str(path).replace("{split}", split)
     if source == "auto":
@@ -282,8 +309,7 @@ def load_folder_images(
     for file in files:
         rgb = _decode(file, str(file))
         images.append(rgb[..., :1] if grayscale else rgb)
-        mask_file = next(iter(sorted(root.glob(f"{file.stem}{mask_suffix}.*"))), None)
-        masks.append(None if mask_file is None else read_mask(mask_file))
+        masks.append(_mask_of(file, rgb.shape[:2], mask_suffix))
     return ImageSet(
         images=images,
         names=[f.stem for f in files],
@@ -291,6 +317,24 @@ def load_folder_images(
         masks=masks if all(m is not None for m in masks) else None,
         source={"kind": "folder", "path": str(root), "pattern": pattern},
     )
+
+
+def _mask_of(image_file: Path, size: tuple[int, int], mask_suffix: str) -> np.ndarray | None:
+    """The mask ``<stem><mask_suffix>.*`` beside ``image_file``, if any; it must match ``size``.
+
+    A mask of another size is refused rather than resized: stretched to fit, its known
+    pixels would no longer sit on the pixels they describe.
+    """
+    found = sorted(image_file.parent.glob(f"{image_file.stem}{mask_suffix}.*"))
+    if not found:
+        return None
+    mask = read_mask(found[0])
+    if mask.shape[1:] != tuple(size):
+        raise ValueError(
+            f"mask {found[0]} is {mask.shape[1]}x{mask.shape[2]} but its image {image_file} "
+            f"is {size[0]}x{size[1]} (height x width); a mask must have its image's size"
+        )
+    return mask
 
 
 def read_mask(path: str | Path) -> np.ndarray:

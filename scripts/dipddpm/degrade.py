@@ -63,14 +63,16 @@ def random_pixel_mask(shape: tuple[int, ...], drop: float, rng: np.random.Genera
     return (rng.random((n, 1, h, w)) >= drop).astype(np.float32)
 
 
-def mask_for(task: dict, clean: np.ndarray, dataset_masks, rng) -> np.ndarray:
+def mask_for(task: dict, clean: np.ndarray, dataset_masks, rng, dataset: str) -> np.ndarray:
     source = task.get("mask", "random")
     if source == "random":
         return random_pixel_mask(clean.shape, float(task["drop"]), rng)
     if source == "dataset":
         if dataset_masks is None:
             raise ValueError("task mask 'dataset' needs a dataset with <name>_mask images")
-        return np.asarray(dataset_masks, dtype=np.float32)
+        masks = np.asarray(dataset_masks, dtype=np.float32)
+        check_dataset_masks(task.get("name", "task"), masks, clean.shape, dataset)
+        return masks
     mask = read_mask(source)
     if mask.shape[1:] != clean.shape[2:]:
         raise ValueError(
@@ -80,8 +82,24 @@ def mask_for(task: dict, clean: np.ndarray, dataset_masks, rng) -> np.ndarray:
     return np.repeat(mask[None], len(clean), axis=0)
 
 
-def degrade(clean: np.ndarray, task: dict, seed: int, dataset_masks=None) -> Degraded:
-    """Apply ``task`` to clean (N, C, H, W) images in [0, 1] with a seeded generator."""
+def check_dataset_masks(name: str, masks: np.ndarray, shape: tuple, dataset: str) -> None:
+    """Masks must be (N, 1, H, W) for (N, C, H, W) images: one per image, never broadcast."""
+    n, _, h, w = shape
+    if masks.shape != (n, 1, h, w):
+        size = "x".join(str(side) for side in masks.shape[-2:])
+        raise ValueError(
+            f"tasks.{name}: the masks of {dataset} are {size} (shape {masks.shape}) but its "
+            f"{n} images are {h}x{w} and need masks of shape {(n, 1, h, w)}"
+        )
+
+
+def degrade(
+    clean: np.ndarray, task: dict, seed: int, dataset_masks=None, dataset: str = "the dataset"
+) -> Degraded:
+    """Apply ``task`` to clean (N, C, H, W) images in [0, 1] with a seeded generator.
+
+    ``dataset`` names where the images and ``dataset_masks`` came from, for error messages.
+    """
     check_task(task.get("name", "task"), task)
     rng = np.random.default_rng(seed)
     kind = task["kind"]
@@ -91,7 +109,7 @@ def degrade(clean: np.ndarray, task: dict, seed: int, dataset_masks=None) -> Deg
         observed = add_gaussian_noise(clean, float(task["sigma"]), rng)
         params["empirical_sigma"] = float(np.std(observed - clean) * 255.0)
     elif kind == "inpaint":
-        mask = mask_for(task, clean, dataset_masks, rng)
+        mask = mask_for(task, clean, dataset_masks, rng, dataset)
         observed = (clean * mask).astype(np.float32)
         params["empirical_drop"] = float(1.0 - mask.mean())
     else:

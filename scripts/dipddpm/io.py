@@ -3,36 +3,104 @@
 Every writer goes through a temporary file in the target directory and an
 ``os.replace``: a killed job or a failing check never leaves a half-written
 output that Snakemake (or a later rule) would mistake for a finished one.
+A write that fails raises :class:`OutputWriteError`, which names the file and the
+reason; the temporary file is removed and an earlier version of the output stays.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
-import tempfile
+import secrets
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+TEMP_NAME_TRIES = 16
+# Below this much free space, a writer's failure is taken for a full disk: torch.save
+# reports one as a RuntimeError about stream positions, with no errno.
+NEARLY_FULL_BYTES = 1 << 20
+
+
+class OutputWriteError(OSError):
+    """An output could not be written; the message names the file and the reason."""
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; move it into place only on success."""
+    """Yield a temporary path next to ``path``; move it into place only on success.
+
+    The output gets the permissions a plain ``open()`` would give it (0o666 less the
+    umask). On failure the temporary file is removed and ``path`` is left as it was; an
+    OSError, or any error while the disk is full, becomes an :class:`OutputWriteError`,
+    and other errors get a note naming ``path``.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     suffix = suffix if suffix is not None else "".join(path.suffixes)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _new_file_beside(path, suffix)
+    except OSError as err:
+        raise _write_error(path, err) from err
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as err:
+        raise _write_error(path, err) from err
+    except Exception as err:
+        # Measured before the temporary file is removed: it holds the space that ran out.
+        if _nearly_full(path.parent):
+            raise _write_error(path, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))) from err
+        err.add_note(f"while writing {path} (left unchanged)")
+        raise
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
+
+
+def _new_file_beside(path: Path, suffix: str) -> Path:
+    """Create an empty, uniquely named hidden file in ``path``'s folder.
+
+    Created as ``open()`` creates files, so the umask (and a folder's default ACL) sets
+    its permissions; ``tempfile.mkstemp`` would make every output private (0o600).
+    """
+    for _ in range(TEMP_NAME_TRIES):
+        tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}{suffix}")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(errno.EEXIST, "no unused temporary name", str(path.parent))
+
+
+def _nearly_full(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < NEARLY_FULL_BYTES
+    except OSError:
+        return False
+
+
+def _write_error(path: Path, err: OSError) -> OutputWriteError:
+    reason = os.strerror(err.errno).lower() if err.errno else str(err)
+    error = OutputWriteError(
+        f"could not write {path}: {reason}. Nothing was written there (an earlier version, "
+        f"if any, is unchanged).{_remedy(path, err.errno)}"
+    )
+    error.errno = err.errno
+    return error
+
+
+def _remedy(path: Path, code: int | None) -> str:
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return f" Free some space on the file system of {path.parent} and run again."
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST):
+        return f" Check that {path.parent} is a folder you may write to."
+    return ""
 
 
 def save_npz(path: str | os.PathLike, **arrays: Any) -> None:

@@ -49,6 +49,10 @@ class Operator:
             raise ValueError(f"task kind must be one of {TASK_KINDS}; got {self.kind!r}")
         if self.kind == "inpaint" and self.mask is None:
             raise ValueError("an inpainting operator needs a mask")
+        if self.mask is not None and (self.mask.dim() != 4 or self.mask.shape[1] != 1):
+            raise ValueError(
+                f"an inpainting mask must be (N, 1, H, W); got shape {tuple(self.mask.shape)}"
+            )
         if self.kind == "sr" and self.factor < 2:
             raise ValueError(f"super-resolution needs factor >= 2; got {self.factor}")
 
@@ -89,9 +93,25 @@ class Operator:
         """Build from a degraded-data npz (``mask``) and its task params (``kind`` ...)."""
         kind = params["kind"]
         mask = arrays.get("mask")
+        if mask is not None:
+            check_mask_fits(mask.shape, arrays["observed"].shape, params)
         return cls(
             kind,
             mask=None if mask is None else torch.as_tensor(mask, dtype=torch.float32),
             factor=int(params.get("factor", 1)),
             kernel=params.get("kernel", "bicubic"),
         )
+
+
+def check_mask_fits(mask_shape: tuple, observed_shape: tuple, params: dict) -> None:
+    """A stored mask must cover the observation pixel for pixel: one per image, or one
+    shared by all (N = 1); anything else would only fail later as a broadcasting error."""
+    n, h, w = observed_shape[0], *observed_shape[-2:]
+    if len(mask_shape) == 4 and mask_shape[0] in (1, n) and tuple(mask_shape[1:]) == (1, h, w):
+        return
+    task = params.get("task", params.get("name", params["kind"]))
+    size = "x".join(str(side) for side in mask_shape[-2:])
+    raise ValueError(
+        f"the mask of task {task} is {size} (shape {tuple(mask_shape)}) but its "
+        f"{n} observations are {h}x{w}; it must have shape (N or 1, 1, {h}, {w})"
+    )

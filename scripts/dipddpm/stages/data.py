@@ -41,7 +41,8 @@ def prepare_dataset(name: str, spec: dict, cifar10: dict, out_npz, out_png, out_
 def degrade_dataset(clean_npz, task_name: str, task: dict, seed: int, out_npz, out_json, out_png):
     """Apply a named task to a prepared dataset with a seeded generator."""
     data = load_npz(clean_npz)
-    degraded = degrade(data["images"], {**task, "name": task_name}, seed, data.get("masks"))
+    task = {**task, "name": task_name}
+    degraded = degrade(data["images"], task, seed, data.get("masks"), dataset=str(clean_npz))
     log.info("task %s seed %d: %s", task_name, seed, degraded.params)
     observed = degraded.observed
     if observed.shape != degraded.clean.shape:  # sr: show the low-resolution input upsampled
