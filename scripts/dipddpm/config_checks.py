@@ -1,0 +1,426 @@
+"""Cross-reference checks of a configuration: what a JSON schema cannot express.
+
+Names that point nowhere (with a "did you mean"), networks too deep for the images they are
+fitted to, SR factors that do not divide them, snapshots past the last iteration, sampling
+starts beyond what a truncated model was trained for, two values that name one grid cell.
+Each check takes the whole config and returns messages that name the key and the value;
+:mod:`dipddpm.config` runs them all and reports every problem at once.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections import Counter, defaultdict
+from collections.abc import Callable, Collection, Iterable, Iterator
+
+from .grid import canonical
+
+# Every CIFAR-10 image is 32x32; other sources are only known once loaded, unless resized.
+CIFAR10_SIDE = 32
+# data.build_dataset crops to this multiple when a dataset does not set its own.
+DEFAULT_MULTIPLE = 32
+DEFAULT_PRIOR_ARCH = "skip"
+DEFAULT_REFERENCE = "cifar10-test"
+
+
+# ----------------------------------------------------------------------------- names
+
+
+def _missing(kind: str, key: str, names: Iterable[str], defined: Collection[str]) -> list[str]:
+    return [
+        f"'{key}' names {kind} {name!r}, which is not defined{_did_you_mean(name, defined)}; "
+        f"defined: {', '.join(defined)}"
+        for name in names
+        if name not in defined
+    ]
+
+
+def _did_you_mean(name: str, defined: Collection[str]) -> str:
+    close = difflib.get_close_matches(str(name), list(defined), n=3)
+    return f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+
+
+def _dip_errors(config: dict) -> list[str]:
+    datasets, tasks, dip = config["data"]["datasets"], config["tasks"], config["dip"]
+    errors = []
+    for i, cell in enumerate(dip["grid"]):
+        errors += _missing("dataset", f"dip.grid[{i}].datasets", cell["datasets"], datasets)
+        errors += _missing("task", f"dip.grid[{i}].tasks", cell["tasks"], tasks)
+        errors += _missing("architecture", f"dip.grid[{i}].archs", cell["archs"], dip["archs"])
+    late = [s for s in dip.get("snapshots", []) if s > dip.get("iters", 3000)]
+    if late:
+        errors.append(f"'dip.snapshots': {late} exceed dip.iters = {dip.get('iters')}")
+    return errors
+
+
+def _metrics_errors(config: dict) -> list[str]:
+    # The schema's default names a dataset too, so an absent key is checked as well.
+    reference = config.get("metrics", {}).get("reference", DEFAULT_REFERENCE)
+    return _missing("dataset", "metrics.reference", [reference], config["data"]["datasets"])
+
+
+# --------------------------------------------------------------------- architectures
+
+
+def _arch_errors(config: dict) -> list[str]:
+    """Hyperparameters an architecture does not take (each kind has its own set), and
+    per-scale channel lists that do not have one entry per scale."""
+    from .dip.models import ARCH_DEFAULTS
+
+    errors = []
+    for name, spec in config["dip"]["archs"].items():
+        allowed = ARCH_DEFAULTS[spec["kind"]]
+        unknown = sorted(set(spec) - {"kind"} - set(allowed))
+        if unknown:
+            errors.append(
+                f"'dip.archs.{name}': {unknown} are not parameters of a {spec['kind']!r} "
+                f"network; allowed: {', '.join(sorted(allowed))}"
+            )
+        errors += _per_scale_errors(name, spec)
+    return errors
+
+
+def _per_scale_errors(name: str, spec: dict) -> list[str]:
+    if spec["kind"] not in ("skip", "encdec"):
+        return []
+    depth = _depth(spec)
+    return [
+        f"'dip.archs.{name}.{field}' lists {len(spec[field])} values but "
+        f"dip.archs.{name}.depth is {depth}: give one value per scale, or one integer"
+        for field in ("channels_down", "channels_up")
+        if isinstance(spec.get(field), list) and len(spec[field]) != depth
+    ]
+
+
+def _depth(spec: dict) -> int:
+    from .dip.models import ARCH_DEFAULTS
+
+    return spec.get("depth", ARCH_DEFAULTS[spec["kind"]]["depth"])
+
+
+def _halvings(spec: dict) -> tuple[str, int] | None:
+    """(parameter, count) of the factor-2 scale changes a network puts between its image
+    and its coarsest feature map; None for the resnet, which keeps full resolution."""
+    from .dip.models import ARCH_DEFAULTS
+
+    if spec["kind"] in ("skip", "encdec"):
+        return "depth", _depth(spec)
+    if spec["kind"] == "convdecoder":  # grows the image from a (side / 2^layers) input
+        return "layers", spec.get("layers", ARCH_DEFAULTS["convdecoder"]["layers"])
+    return None
+
+
+# -------------------------------------------------------------------------- datasets
+
+
+def _dataset_errors(config: dict) -> list[str]:
+    errors = []
+    for name, spec in config["data"]["datasets"].items():
+        errors += _dataset_field_errors(name, spec) + _dataset_shape_errors(name, spec)
+    return errors
+
+
+def _dataset_field_errors(name: str, spec: dict) -> list[str]:
+    key = f"data.datasets.{name}"
+    needs = {"cifar10": ("split", "n"), "skimage": ("names",), "folder": ("path",)}
+    return [
+        f"'{key}.{field}' is required for source {spec['source']!r}"
+        for field in needs[spec["source"]]
+        if field not in spec
+    ]
+
+
+def _dataset_shape_errors(name: str, spec: dict) -> list[str]:
+    side, multiple = _loaded_side(spec), spec.get("multiple", DEFAULT_MULTIPLE)
+    if side is None or side >= multiple:
+        return []
+    return [
+        f"'data.datasets.{name}.multiple': {multiple} exceeds the {side}x{side} images "
+        f"(data.datasets.{name}.size, or CIFAR-10's 32); no image would be left after "
+        "cropping to a multiple of it"
+    ]
+
+
+def _loaded_side(spec: dict) -> int | None:
+    """The side of a dataset's images before cropping to ``multiple``, where known."""
+    if spec.get("size"):
+        return spec["size"]
+    return CIFAR10_SIDE if spec["source"] == "cifar10" else None
+
+
+def image_side(spec: dict) -> int | None:
+    """The side of the square images a dataset yields (as data.build_dataset shapes them),
+    or None where only loading the images tells."""
+    side, multiple = _loaded_side(spec), spec.get("multiple", DEFAULT_MULTIPLE)
+    if side is None or side < multiple:
+        return None
+    return side - side % multiple
+
+
+# ---------------------------------------------------------------------------- pairings
+
+Pairs = dict[tuple[str, str], list[str]]
+
+
+def _pair(pairs: Pairs, first: str, second: str, key: str) -> None:
+    if key not in pairs[first, second]:
+        pairs[first, second].append(key)
+
+
+def _prior_arch(config: dict) -> str:
+    return config["ddpm"]["sample"].get("prior_arch", DEFAULT_PRIOR_ARCH)
+
+
+def arch_pairs(config: dict) -> Pairs:
+    """(dataset, architecture) -> the keys that fit that architecture to that dataset."""
+    pairs: Pairs = defaultdict(list)
+    for i, block in enumerate(config["dip"]["grid"]):
+        for dataset in block["datasets"]:
+            for arch in block["archs"]:
+                _pair(pairs, dataset, arch, f"dip.grid[{i}]")
+    es = config.get("earlystop") or {}
+    for i, block in enumerate(es.get("grid", [])):
+        for arch in block["archs"]:
+            _pair(pairs, es.get("dataset"), arch, f"earlystop.grid[{i}]")
+    ddpm, arch = config["ddpm"], _prior_arch(config)
+    _pair(pairs, ddpm["sample"]["dataset"], arch, "ddpm.sample.prior_arch")
+    if ddpm.get("generation"):
+        _pair(pairs, ddpm["generation"]["dataset"], arch, "ddpm.generation with its prior_arch")
+    return pairs
+
+
+def task_pairs(config: dict) -> Pairs:
+    """(dataset, task) -> the keys that apply that task to that dataset."""
+    pairs: Pairs = defaultdict(list)
+    for i, block in enumerate(config["dip"]["grid"]):
+        for dataset in block["datasets"]:
+            for task in block["tasks"]:
+                _pair(pairs, dataset, task, f"dip.grid[{i}]")
+    es = config.get("earlystop") or {}
+    for i, block in enumerate(es.get("grid", [])):
+        for task in block["tasks"]:
+            _pair(pairs, es.get("dataset"), task, f"earlystop.grid[{i}]")
+    for key in ("sample", "generation"):
+        part = config["ddpm"].get(key)
+        if part:
+            _pair(pairs, part["dataset"], part["task"], f"ddpm.{key}")
+    return pairs
+
+
+def _fit_errors(config: dict) -> list[str]:
+    """Architectures and tasks that cannot work on the images they are paired with."""
+    datasets, tasks, archs = config["data"]["datasets"], config["tasks"], config["dip"]["archs"]
+    errors = []
+    for (dataset, arch), keys in arch_pairs(config).items():
+        if dataset in datasets and arch in archs:
+            errors += _depth_errors(dataset, datasets[dataset], arch, archs[arch], keys)
+    for (dataset, task), keys in task_pairs(config).items():
+        if dataset in datasets and task in tasks:
+            errors += _sr_errors(dataset, datasets[dataset], task, tasks[task], keys)
+            errors += _mask_errors(dataset, datasets[dataset], task, tasks[task], keys)
+    return errors
+
+
+def _depth_errors(dataset: str, data: dict, arch: str, spec: dict, keys: list[str]) -> list[str]:
+    from .dip.models import check_depth_fits
+
+    side, halvings = image_side(data), _halvings(spec)
+    if side is None or halvings is None:
+        return []
+    field, count = halvings
+    try:
+        check_depth_fits(spec["kind"], count, (side, side), field)
+    except ValueError as err:
+        default = "" if field in spec else f" ({field} {count} is the default)"
+        return [
+            f"'dip.archs.{arch}.{field}': {err}{default}; dataset {dataset!r} is paired "
+            f"with architecture {arch!r} by {', '.join(keys)}"
+        ]
+    return []
+
+
+def _sr_errors(dataset: str, data: dict, task: str, spec: dict, keys: list[str]) -> list[str]:
+    side, factor = image_side(data), spec.get("factor")
+    if spec["kind"] != "sr" or side is None or factor is None or side % factor == 0:
+        return []
+    return [
+        f"'tasks.{task}.factor': {factor} does not divide the {side}x{side} images of dataset "
+        f"{dataset!r} (paired by {', '.join(keys)})"
+    ]
+
+
+def _mask_errors(dataset: str, data: dict, task: str, spec: dict, keys: list[str]) -> list[str]:
+    # Only folder datasets read <name>_mask images; the other sources never have masks.
+    if spec.get("mask") != "dataset" or data["source"] == "folder":
+        return []
+    return [
+        f"'tasks.{task}.mask': 'dataset' needs a folder dataset with mask images, but dataset "
+        f"{dataset!r} has source {data['source']!r} (paired by {', '.join(keys)})"
+    ]
+
+
+# ---------------------------------------------------------------------- DDPM, early stop
+
+
+def _ddpm_errors(config: dict) -> list[str]:
+    datasets, tasks, ddpm = config["data"]["datasets"], config["tasks"], config["ddpm"]
+    errors = _missing("dataset", "ddpm.dataset", [ddpm["dataset"]], datasets)
+    T, steps = ddpm.get("T", 1000), ddpm.get("steps", 800000)
+    late = [c for c in ddpm.get("checkpoints", []) if c > steps]
+    if late:
+        errors.append(f"'ddpm.checkpoints': {late} exceed ddpm.steps = {steps}")
+    sample = ddpm["sample"]
+    for i, mode in enumerate(ddpm["modes"]):
+        if mode["mode"] == "truncated":
+            t_max = mode.get("t_max")
+            if t_max is None or not 1 <= t_max <= T:
+                errors.append(f"'ddpm.modes[{i}].t_max' must be in 1..T={T}; got {t_max!r}")
+            elif max(sample["t0"]) > t_max:
+                errors.append(
+                    f"'ddpm.sample.t0' {max(sample['t0'])} exceeds ddpm.modes[{i}].t_max = "
+                    f"{t_max}: a truncated model cannot start there"
+                )
+    errors += _missing("dataset", "ddpm.sample.dataset", [sample["dataset"]], datasets)
+    errors += _missing("task", "ddpm.sample.task", [sample["task"]], tasks)
+    errors += _missing(
+        "architecture", "ddpm.sample.prior_arch", [_prior_arch(config)], config["dip"]["archs"]
+    )
+    errors += _prior_iters_errors(sample, config["dip"])
+    generation = ddpm.get("generation")
+    if generation:
+        errors += _missing("dataset", "ddpm.generation.dataset", [generation["dataset"]], datasets)
+        errors += _missing("task", "ddpm.generation.task", [generation["task"]], tasks)
+        late = [t for t in generation["t0"] if t > T]
+        if late:
+            errors.append(f"'ddpm.generation.t0': {late} exceed ddpm.T = {T}")
+    late_eval = [t for t in ddpm.get("eval_t", []) if t > T]
+    if late_eval:
+        errors.append(f"'ddpm.eval_t': {late_eval} exceed ddpm.T = {T}")
+    late_t0 = [t for t in sample["t0"] if t > T]
+    if late_t0:
+        errors.append(f"'ddpm.sample.t0': {late_t0} exceed ddpm.T = {T}")
+    return errors
+
+
+def _prior_iters_errors(sample: dict, dip: dict) -> list[str]:
+    prior_iters = sample.get("prior_iters", 1000)
+    snapshots = set(dip.get("snapshots", [])) | {dip.get("iters", 3000)}
+    return [
+        f"'ddpm.sample.prior_iters' {iters} must be one of dip.snapshots "
+        f"{dip.get('snapshots')} or dip.iters"
+        for iters in (prior_iters if isinstance(prior_iters, list) else [prior_iters])
+        if iters not in snapshots
+    ]
+
+
+def _earlystop_errors(config: dict) -> list[str]:
+    es = config.get("earlystop")
+    if not es:
+        return []
+    datasets, tasks, archs = config["data"]["datasets"], config["tasks"], config["dip"]["archs"]
+    errors = []
+    # Without a dataset the schema has already said that a grid needs one.
+    if "dataset" in es:
+        errors += _missing("dataset", "earlystop.dataset", [es["dataset"]], datasets)
+    for i, cell in enumerate(es.get("grid", [])):
+        errors += _missing("task", f"earlystop.grid[{i}].tasks", cell["tasks"], tasks)
+        errors += _missing("architecture", f"earlystop.grid[{i}].archs", cell["archs"], archs)
+        not_denoise = [t for t in cell["tasks"] if t in tasks and tasks[t]["kind"] != "denoise"]
+        if not_denoise:
+            errors.append(
+                f"'earlystop.grid[{i}].tasks': {not_denoise} are not denoising tasks; "
+                "the stopping rules need a known noise level"
+            )
+    return errors
+
+
+# ------------------------------------------------------------------------ duplicates
+
+
+def _grid_value_lists(config: dict) -> Iterator[tuple[str, object]]:
+    """(key, value) of every list whose entries become grid values or named outputs."""
+    yield "observation_seeds", config.get("observation_seeds")
+    dip = _section(config, "dip")
+    for field in ("seeds", "snapshots"):
+        yield f"dip.{field}", dip.get(field)
+    for i, block in enumerate(_list(dip.get("grid"))):
+        for field in ("datasets", "tasks", "archs"):
+            yield f"dip.grid[{i}].{field}", _section(block, field, list)
+    ddpm = _section(config, "ddpm")
+    for field in ("seeds", "checkpoints", "eval_t"):
+        yield f"ddpm.{field}", ddpm.get(field)
+    sample = _section(ddpm, "sample")
+    for field in ("t0", "steps", "lam", "seeds", "prior_iters"):
+        yield f"ddpm.sample.{field}", sample.get(field)
+    yield "ddpm.generation.t0", _section(ddpm, "generation").get("t0")
+    es = _section(config, "earlystop")
+    yield "earlystop.budgets", es.get("budgets")
+    for i, block in enumerate(_list(es.get("grid"))):
+        for field in ("tasks", "archs", "schedules", "stages", "sigma_max"):
+            yield f"earlystop.grid[{i}].{field}", _section(block, field, list)
+
+
+def _section(parent: object, key: str, kind: type = dict):
+    """``parent[key]`` where both have the expected shape, else an empty one (the schema
+    reports the bad shape; the duplicate check must not trip over it)."""
+    value = parent.get(key) if isinstance(parent, dict) else None
+    return value if isinstance(value, kind) else kind()
+
+
+def _list(value: object) -> list:
+    return value if isinstance(value, list) else []
+
+
+def _duplicate_errors(config: dict) -> list[str]:
+    errors = [
+        _duplicates_in(key, values)
+        for key, values in _grid_value_lists(config)
+        if isinstance(values, list)
+    ]
+    return [e for e in errors if e] + _duplicate_mode_errors(config)
+
+
+def _duplicates_in(key: str, values: list) -> str:
+    spelled = [
+        (canonical(v), v)
+        for v in values
+        if isinstance(v, (int, float, str)) and not isinstance(v, bool)
+    ]
+    counts = Counter(name for name, _ in spelled)
+    repeated = [name for name, count in counts.items() if count > 1]
+    if not repeated:
+        return ""
+    groups = "; ".join(
+        f"{', '.join(repr(v) for name, v in spelled if name == r)} all name {r!r}" for r in repeated
+    )
+    return f"'{key}' lists a value more than once ({groups}); list each value once"
+
+
+def _duplicate_mode_errors(config: dict) -> list[str]:
+    modes = _list(_section(config, "ddpm").get("modes"))
+    spelled = [
+        f"{m.get('mode')} t_max={m.get('t_max')}" if m.get("mode") == "truncated" else "full"
+        for m in modes
+        if isinstance(m, dict)
+    ]
+    repeated = sorted(name for name, count in Counter(spelled).items() if count > 1)
+    if not repeated:
+        return []
+    return [f"'ddpm.modes' lists a training mode more than once ({', '.join(repeated)})"]
+
+
+# ---------------------------------------------------------------------------- all checks
+
+Check = Callable[[dict], list[str]]
+# Each check with the top-level sections it reads; it runs only where the schema
+# accepted all of them.
+CHECKS: tuple[tuple[frozenset[str], Check], ...] = (
+    (frozenset({"data"}), _dataset_errors),
+    (frozenset({"dip"}), _arch_errors),
+    (frozenset({"data", "tasks", "dip"}), _dip_errors),
+    (frozenset({"data", "tasks", "dip", "ddpm"}), _ddpm_errors),
+    (frozenset({"data", "tasks", "dip", "earlystop"}), _earlystop_errors),
+    (frozenset({"data", "metrics"}), _metrics_errors),
+    (frozenset({"data", "tasks", "dip", "ddpm", "earlystop"}), _fit_errors),
+    (frozenset(), _duplicate_errors),
+)

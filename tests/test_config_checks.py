@@ -1,0 +1,359 @@
+"""Values checkable without running are checked at load time: networks too deep for their
+images, SR factors that do not divide them, names that point nowhere (with a suggestion),
+values that name one grid cell twice and keys the grid reads without a default."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+from snakemake.utils import validate
+
+from dipddpm import grid
+from dipddpm.config import ConfigError, load_schema, validate_config
+
+SCHEMA = "workflow/schemas/config.schema.yaml"
+
+
+@pytest.fixture(scope="module")
+def schema(root):
+    return load_schema(root / SCHEMA)
+
+
+@pytest.fixture(scope="module")
+def shipped(root):
+    return {
+        name: yaml.safe_load(path.read_text())
+        for name, path in {
+            "config.yaml": root / "config" / "config.yaml",
+            "paper.yaml": root / "config" / "paper.yaml",
+            "tiny.yaml": root / "tests" / "config" / "tiny.yaml",
+        }.items()
+    }
+
+
+@pytest.fixture
+def config(shipped):
+    return copy.deepcopy(shipped["config.yaml"])
+
+
+@pytest.fixture
+def tiny(shipped):
+    return copy.deepcopy(shipped["tiny.yaml"])
+
+
+def _error(config, schema) -> str:
+    with pytest.raises(ConfigError) as info:
+        validate_config(config, schema)
+    return str(info.value)
+
+
+def _problems(message: str) -> list[str]:
+    return message.split("\n  - ")[1:]
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "paper.yaml", "tiny.yaml"])
+def test_shipped_configs_pass_every_check(shipped, schema, name):
+    validate_config(copy.deepcopy(shipped[name]), schema)
+
+
+# ------------------------------------------------------------ depth against image size
+
+
+def test_hourglass_too_deep_for_cifar_names_depth_dataset_and_grid_block(config, schema):
+    config["dip"]["archs"]["skip"]["depth"] = 5  # 32 / 2^5 = 1: below the 2x2 bottom
+    message = _error(config, schema)
+    assert "'dip.archs.skip.depth'" in message and "'cifar10-test'" in message
+    assert "dip.grid[0]" in message and "dip.grid[1]" in message
+    assert "largest depth that fits is 4" in message
+
+
+def test_depth_must_divide_a_resized_side(config, schema):
+    config["data"]["datasets"]["astronaut"].update(size=48, multiple=16)
+    config["dip"]["archs"]["deep"] = {"kind": "skip", "depth": 4}
+    config["dip"]["grid"].append(
+        {"datasets": ["astronaut"], "tasks": ["denoise-s25"], "archs": ["deep"]}
+    )
+    validate_config(copy.deepcopy(config), schema)  # 48 / 2^4 = 3
+    config["dip"]["archs"]["deep"]["depth"] = 5  # 48 is not a multiple of 32
+    message = _error(config, schema)
+    assert "'dip.archs.deep.depth'" in message and "48x48" in message
+    assert "'astronaut'" in message and "dip.grid[2]" in message
+
+
+def test_default_depth_is_checked_and_said_to_be_the_default(config, schema):
+    del config["dip"]["archs"]["encdec"]["depth"]  # the default, 5, is too deep for 32x32
+    message = _error(config, schema)
+    assert "'dip.archs.encdec.depth'" in message and "depth 5 is the default" in message
+
+
+def test_convdecoder_layers_are_checked_like_a_depth(config, schema):
+    config["dip"]["archs"]["convdecoder"]["layers"] = 5
+    message = _error(config, schema)
+    assert "'dip.archs.convdecoder.layers'" in message and "'cifar10-test'" in message
+
+
+@pytest.mark.parametrize(
+    "where, key",
+    [("prior", "ddpm.sample.prior_arch"), ("earlystop", "earlystop.grid[0]")],
+)
+def test_prior_and_earlystop_architectures_are_checked_against_their_dataset(
+    config, schema, where, key
+):
+    config["dip"]["archs"]["deep"] = {"kind": "skip", "depth": 5}
+    if where == "prior":
+        config["ddpm"]["sample"]["prior_arch"] = "deep"
+    else:
+        config["earlystop"]["grid"][0]["archs"] = ["deep"]
+    message = _error(config, schema)
+    assert "'dip.archs.deep.depth'" in message and key in message
+
+
+def test_generation_prior_is_checked_against_the_generation_dataset(config, schema):
+    config["data"]["datasets"]["big-gen"] = {
+        "source": "skimage",
+        "names": ["astronaut"],
+        "size": 128,
+    }
+    config["ddpm"]["generation"]["dataset"] = "big-gen"
+    validate_config(copy.deepcopy(config), schema)
+    config["data"]["datasets"]["big-gen"]["size"] = 12  # 12 is not divisible by 2^3
+    config["data"]["datasets"]["big-gen"]["multiple"] = 4
+    message = _error(config, schema)
+    assert "'dip.archs.skip.depth'" in message and "'big-gen'" in message
+    assert "ddpm.generation" in message
+
+
+def test_folder_images_of_unknown_size_are_not_judged(config, schema):
+    del config["data"]["datasets"]["dip-inpainting"]["size"]
+    config["dip"]["archs"]["deep"] = {"kind": "skip", "depth": 8}
+    config["dip"]["grid"].append(
+        {"datasets": ["dip-inpainting"], "tasks": ["inpaint-paper"], "archs": ["deep"]}
+    )
+    validate_config(config, schema)
+
+
+def test_per_scale_channel_list_must_match_depth(config, schema):
+    config["dip"]["archs"]["skip"]["channels_down"] = [16, 32]  # depth is 3
+    message = _error(config, schema)
+    assert "'dip.archs.skip.channels_down'" in message and "depth is 3" in message
+
+
+def test_multiple_larger_than_the_images_is_named(config, schema):
+    config["data"]["datasets"]["astronaut"]["size"] = 16  # the default multiple is 32
+    message = _error(config, schema)
+    assert "'data.datasets.astronaut.multiple'" in message and "16x16" in message
+
+
+# --------------------------------------------------------------- tasks against images
+
+
+def test_sr_factor_must_divide_the_image_side(config, schema):
+    config["tasks"]["sr-x3"] = {"kind": "sr", "factor": 3}
+    config["dip"]["grid"][1]["tasks"].append("sr-x3")
+    message = _error(config, schema)
+    assert "'tasks.sr-x3.factor'" in message and "32x32" in message
+    assert "'cifar10-test'" in message and "dip.grid[1]" in message
+    assert "sr-x2" not in message
+
+
+def test_sr_factor_is_checked_for_the_sampling_task(config, schema):
+    config["tasks"]["sr-x3"] = {"kind": "sr", "factor": 3}
+    config["ddpm"]["sample"]["task"] = "sr-x3"
+    assert "ddpm.sample" in _error(config, schema)
+
+
+@pytest.mark.parametrize(
+    "task, missing",
+    [
+        ({"kind": "sr"}, "factor"),
+        ({"kind": "denoise"}, "sigma"),
+        ({"kind": "inpaint"}, "drop"),
+        ({"kind": "inpaint", "mask": "random"}, "drop"),
+    ],
+)
+def test_a_task_kind_requires_its_parameters(config, schema, task, missing):
+    config["tasks"]["new"] = task
+    message = _error(config, schema)
+    assert f"'tasks.new.{missing}' is required for kind {task['kind']!r}" in message
+
+
+def test_dataset_masks_need_a_folder_dataset(config, schema):
+    config["dip"]["grid"][1]["tasks"].append("inpaint-paper")
+    message = _error(config, schema)
+    assert "'tasks.inpaint-paper.mask'" in message and "'cifar10-test'" in message
+
+
+# ---------------------------------------------------------------------- unknown names
+
+
+@pytest.mark.parametrize(
+    "key, edit, suggestion",
+    [
+        ("dip.grid[0].archs", lambda c: c["dip"]["grid"][0]["archs"].append("skp"), "skip"),
+        (
+            "dip.grid[0].datasets",
+            lambda c: c["dip"]["grid"][0].update(datasets=["cifar10-tst"]),
+            "cifar10-test",
+        ),
+        ("dip.grid[1].tasks", lambda c: c["dip"]["grid"][1]["tasks"].append("sr-2"), "sr-x2"),
+        ("ddpm.dataset", lambda c: c["ddpm"].update(dataset="cifar10-trian"), "cifar10-train"),
+        (
+            "ddpm.sample.task",
+            lambda c: c["ddpm"]["sample"].update(task="denoise-25"),
+            "denoise-s25",
+        ),
+        (
+            "ddpm.sample.prior_arch",
+            lambda c: c["ddpm"]["sample"].update(prior_arch="encdc"),
+            "encdec",
+        ),
+        (
+            "ddpm.generation.dataset",
+            lambda c: c["ddpm"]["generation"].update(dataset="cifar-gen"),
+            "cifar10-gen",
+        ),
+        (
+            "earlystop.dataset",
+            lambda c: c["earlystop"].update(dataset="cifar10_test"),
+            "cifar10-test",
+        ),
+        (
+            "earlystop.grid[0].archs",
+            lambda c: c["earlystop"]["grid"][0].update(archs=["Skip"]),
+            "skip",
+        ),
+        ("metrics.reference", lambda c: c["metrics"].update(reference="cifar10-rf"), "cifar10-ref"),
+    ],
+)
+def test_unknown_name_suggests_the_closest_defined_one(config, schema, key, edit, suggestion):
+    edit(config)
+    message = _error(config, schema)
+    assert f"'{key}'" in message and f"did you mean '{suggestion}'" in message
+    assert "defined:" in message
+
+
+def test_absent_metrics_reference_defaults_to_a_dataset_that_must_exist(tiny, schema):
+    del tiny["metrics"]["reference"]  # the schema's default is cifar10-test
+    tiny["data"]["datasets"]["cifar10-eval"] = tiny["data"]["datasets"].pop("cifar10-test")
+    for block in tiny["dip"]["grid"]:
+        block["datasets"] = ["cifar10-eval"]
+    tiny["ddpm"]["sample"]["dataset"] = tiny["earlystop"]["dataset"] = "cifar10-eval"
+    problems = _problems(_error(tiny, schema))
+    assert len(problems) == 1
+    assert problems[0].startswith("'metrics.reference' names dataset 'cifar10-test'")
+
+
+def test_earlystop_grid_needs_a_dataset(config, schema):
+    del config["earlystop"]["dataset"]
+    message = _error(config, schema)
+    assert "'earlystop.dataset' is required when 'earlystop.grid' is set" in message
+    assert "None" not in message
+
+
+def _optional_key_paths(node, prefix=()):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield (*prefix, key)
+            yield from _optional_key_paths(value, (*prefix, key))
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "tiny.yaml"])
+def test_a_config_that_passes_never_fails_later_with_a_bare_key_error(root, shipped, schema, name):
+    """Drop any one key: either the check names the problem, or the grid expands."""
+    for path in _optional_key_paths(shipped[name]):
+        config = copy.deepcopy(shipped[name])
+        parent = config
+        for key in path[:-1]:
+            parent = parent[key]
+        del parent[path[-1]]
+        try:
+            validate_config(copy.deepcopy(config), schema)
+        except ConfigError:
+            continue
+        validate(config, str(root / SCHEMA))
+        grid.cells(config)
+        grid.qualitative_cells(config)
+
+
+def test_absent_seeds_get_their_default(root, config, schema):
+    for part in (config, config["dip"], config["ddpm"], config["ddpm"]["sample"]):
+        part.pop("seeds", None)
+    config.pop("observation_seeds")
+    validate_config(copy.deepcopy(config), schema)
+    validate(config, str(root / SCHEMA))
+    assert config["dip"]["seeds"] == config["ddpm"]["sample"]["seeds"] == [0]
+    assert config["ddpm"]["seeds"] == config["observation_seeds"] == [0]
+
+
+def test_absent_checkpoints_are_named(config, schema):
+    del config["ddpm"]["checkpoints"]
+    assert "'ddpm.checkpoints' is required" in _error(config, schema)
+
+
+# ---------------------------------------------------------------------- duplicates
+
+
+@pytest.mark.parametrize(
+    "key, edit",
+    [
+        ("dip.seeds", lambda c: c["dip"].update(seeds=[0, 0])),
+        ("observation_seeds", lambda c: c.update(observation_seeds=[1, 0, 1])),
+        ("ddpm.sample.lam", lambda c: c["ddpm"]["sample"].update(lam=[0.3333333, 0.33333334])),
+        ("ddpm.sample.t0", lambda c: c["ddpm"]["sample"].update(t0=[50, 100, 50])),
+        ("ddpm.sample.steps", lambda c: c["ddpm"]["sample"].update(steps=[10, 10])),
+        ("ddpm.sample.prior_iters", lambda c: c["ddpm"]["sample"].update(prior_iters=[400, 400])),
+        ("ddpm.generation.t0", lambda c: c["ddpm"]["generation"].update(t0=[300, 300])),
+        ("ddpm.checkpoints", lambda c: c["ddpm"].update(checkpoints=[150, 150, 300])),
+        ("dip.grid[0].archs", lambda c: c["dip"]["grid"][0]["archs"].append("skip")),
+        (
+            "earlystop.grid[0].sigma_max",
+            lambda c: c["earlystop"]["grid"][0].update(sigma_max=[50, 50.0000001]),
+        ),
+        ("ddpm.modes", lambda c: c["ddpm"]["modes"].append({"mode": "truncated", "t_max": 300})),
+    ],
+)
+def test_values_naming_one_grid_cell_twice_are_duplicates(config, schema, key, edit):
+    edit(config)
+    problems = _problems(_error(config, schema))
+    assert len(problems) == 1 and problems[0].startswith(f"'{key}' lists ")
+    assert "more than once" in problems[0]
+
+
+def test_duplicate_message_shows_the_colliding_spellings(config, schema):
+    config["ddpm"]["sample"]["lam"] = [0.25, 0.3333333, 0.33333334]
+    message = _error(config, schema)
+    assert "0.3333333, 0.33333334 all name '0.333333'" in message
+
+
+# ------------------------------------------------------------------- all at once
+
+
+def test_schema_and_cross_reference_problems_are_reported_together(config, schema):
+    config["metrics"]["target_psnr"] = "high"  # schema: metrics
+    config["dip"]["grid"][0]["archs"].append("unet")  # names: dip
+    config["tasks"]["sr-x3"] = {"kind": "sr", "factor": 3}  # fit: dip + tasks + data
+    config["ddpm"]["sample"]["task"] = "sr-x3"
+    config["ddpm"]["sample"]["steps"] = [10, 10]  # duplicates
+    message = _error(config, schema)
+    assert "'metrics.target_psnr'" in message and "'unet'" in message
+    assert "'tasks.sr-x3.factor'" in message and "'ddpm.sample.steps'" in message
+
+
+def test_a_section_the_schema_rejects_is_not_cross_checked(config, schema):
+    config["dip"]["grid"][0]["archs"] = "skip"  # a string, not a list
+    problems = _problems(_error(config, schema))
+    assert len(problems) == 1 and "'dip.grid[0].archs'" in problems[0]
+
+
+def test_missing_kind_parameters_do_not_hide_the_other_checks(config, schema):
+    config["tasks"]["inpaint-d50"].pop("drop")  # schema, but the structure is intact
+    del config["earlystop"]["dataset"]  # likewise
+    config["ddpm"]["sample"]["prior_arch"] = "skp"
+    config["tasks"]["sr-x2"]["factor"] = 3
+    problems = _problems(_error(config, schema))
+    assert len(problems) == 4
+    for key in ("tasks.inpaint-d50.drop", "earlystop.dataset", "ddpm.sample.prior_arch"):
+        assert any(f"'{key}'" in p for p in problems), key
+    assert any("'tasks.sr-x2.factor': 3" in p for p in problems)
