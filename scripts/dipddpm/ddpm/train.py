@@ -1,4 +1,4 @@
-"""DDPM training with EMA, checkpoints and exact resume; loading checkpoints for sampling.
+"""DDPM training with EMA, checkpoints and exact resume.
 
 Two modes: ``full`` trains on t ~ U{1..T} (an unconditional generator); ``truncated``
 trains only on t ~ U{1..t_max}, the part of the chain a DIP-prior start at t0 <= t_max
@@ -8,17 +8,25 @@ Resume is exact on CPU: the data order, timesteps, noise and dropout of step k c
 generators seeded with (seed, k), not from state carried across steps, so a run that is
 killed and resumed from ``resume.pt`` (or the newest step checkpoint) reaches the same
 weights, bit for bit, as an uninterrupted run. Checkpoints hold the full state anyway
-(model, EMA, optimiser, RNG states, step, config, curve so far).
+(model, EMA, optimiser, RNG states, step, config, curve so far); how they are kept on disk
+across Snakemake's cleanup of a killed job is in :mod:`dipddpm.ddpm.checkpoint`.
+
+:func:`train` builds a :class:`TrainConfig` (the settings, frozen) and a :class:`Run`
+(model, EMA, optimiser, data and progress), resumes it if it can, then loops:
+one optimisation step, an evaluation when due, the checkpoints when due.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import dataclasses
+import logging
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -26,35 +34,102 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from dipddpm.ddpm.checkpoint import (
+    FORMAT_VERSION,
+    RESUME_FILE,
+    checkpoint_path,
+    checkpoint_steps_done,
+    discard_training_state,
+    latest_checkpoint,
+    load_checkpoint,
+    load_model,
+    restore_kept_checkpoints,
+    restore_rng,
+    resumable_until,
+    rng_state,
+    save_checkpoint,
+    save_progress,
+    save_step_checkpoint,
+    stale_settings,
+)
 from dipddpm.ddpm.diffusion import Diffusion, to_model_space
 from dipddpm.ddpm.unet import build_unet, unet_config
 from dipddpm.device import pick_device
-from dipddpm.grid import CHECKPOINT_GLOB, CHECKPOINT_RE, checkpoint_name
-from dipddpm.io import atomic_path, save_csv
+from dipddpm.io import save_csv
+from dipddpm.version import source_hash
+
+log = logging.getLogger("dipddpm")
 
 MODES = ("full", "truncated")
-# Config keys that must match for a run to continue from an existing checkpoint.
-RESUME_KEYS = (
-    "preset",
-    "unet",
-    "schedule",
-    "T",
-    "prediction",
-    "mode",
-    "t_max",
-    "batch_size",
-    "lr",
-    "ema_decay",
-    "grad_clip",
-    "seed",
-    "warmup",
-    "weight_decay",
-    "n_images",
-)
 
 
-def checkpoint_path(out_dir: str | Path, step: int) -> Path:
-    return Path(out_dir) / checkpoint_name(step)
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """What to train: every setting that decides the weights, plus the checkpoint plan.
+
+    AdamW with linear warm-up over ``warmup`` steps, gradient-norm clipping at
+    ``grad_clip`` (None: off), EMA of the weights with decay
+    ``min(ema_decay, (1 + k) / (10 + k))`` so short runs get a useful average.
+    ``t_max`` is for ``truncated`` mode (``full`` trains on 1..T). A checkpoint is written
+    after each step in ``checkpoint_steps``, ``resume.pt`` every ``resume_every`` steps and
+    at the end. Every ``eval_every`` steps (0: never) the raw and EMA models are scored on
+    held-out images noised to ``eval_ts`` (None: :func:`default_eval_ts`).
+    ``bf16`` (autocast) and ``compile`` (torch.compile) take effect on CUDA only (unless
+    :func:`train` is given ``cpu_speedups``).
+    """
+
+    preset: str = "tiny"
+    schedule: str = "linear"
+    T: int = 1000
+    mode: str = "full"
+    t_max: int | None = None
+    steps: int = 1000
+    batch_size: int = 32
+    lr: float = 2e-4
+    ema_decay: float = 0.9999
+    grad_clip: float | None = 1.0
+    checkpoint_steps: tuple[int, ...] = ()
+    seed: int = 0
+    eval_every: int = 0
+    eval_ts: tuple[int, ...] | None = None
+    bf16: bool = False
+    compile: bool = False
+    warmup: int = 100
+    resume_every: int = 100
+    weight_decay: float = 0.0
+    prediction: str = "eps"
+    unet_overrides: Mapping[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        # Lists from YAML become tuples, so a config stays immutable once built.
+        object.__setattr__(self, "checkpoint_steps", tuple(int(k) for k in self.checkpoint_steps))
+        if self.eval_ts is not None:
+            object.__setattr__(self, "eval_ts", tuple(int(t) for t in self.eval_ts))
+        _resolve_t_max(self.mode, self.T, self.t_max)
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(
+                f"steps and batch_size must be >= 1; got {self.steps}, {self.batch_size}"
+            )
+        bad = [k for k in self.checkpoint_steps if not 1 <= k <= self.steps]
+        if bad:
+            raise ValueError(f"checkpoint_steps {bad} lie outside 1..steps={self.steps}")
+
+    @property
+    def t_hi(self) -> int:
+        """The largest timestep trained on."""
+        return _resolve_t_max(self.mode, self.T, self.t_max)
+
+
+def _resolve_t_max(mode: str, T: int, t_max: int | None) -> int:
+    if mode not in MODES:
+        raise ValueError(f"training mode must be one of {MODES}; got {mode!r}")
+    if mode == "full":
+        if t_max not in (None, T):
+            raise ValueError(f"t_max={t_max} is only used in truncated mode (full uses T={T})")
+        return T
+    if t_max is None or not 1 <= t_max <= T:
+        raise ValueError(f"truncated mode needs t_max in 1..T={T}; got {t_max}")
+    return t_max
 
 
 def _step_seed(seed: int, step: int, stream: int) -> int:
@@ -86,18 +161,6 @@ def _check_images(images01: np.ndarray, name: str, factor: int) -> None:
     lo, hi = float(images01.min()), float(images01.max())
     if lo < 0.0 or hi > 1.0:
         raise ValueError(f"{name} must lie in [0, 1]; got range [{lo:.3g}, {hi:.3g}]")
-
-
-def _resolve_t_max(mode: str, T: int, t_max: int | None) -> int:
-    if mode not in MODES:
-        raise ValueError(f"training mode must be one of {MODES}; got {mode!r}")
-    if mode == "full":
-        if t_max not in (None, T):
-            raise ValueError(f"t_max={t_max} is only used in truncated mode (full uses T={T})")
-        return T
-    if t_max is None or not 1 <= t_max <= T:
-        raise ValueError(f"truncated mode needs t_max in 1..T={T}; got {t_max}")
-    return t_max
 
 
 def default_eval_ts(t_hi: int) -> list[int]:
@@ -135,282 +198,276 @@ def evaluate_x0_psnr(
     return out
 
 
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save(state, tmp)
+class Probe(NamedTuple):
+    """Held-out images (model space) with fixed noise, scored at fixed timesteps."""
+
+    x0: torch.Tensor
+    noise: torch.Tensor
+    ts: list[int]
 
 
-def _latest_checkpoint(out_dir: Path, steps: int) -> Path | None:
-    """The checkpoint with the most steps done (<= steps): resume.pt or a step checkpoint."""
-    candidates = []
-    for path in out_dir.glob("*.pt"):
-        match = CHECKPOINT_RE.match(path.name)
-        if match or path.name == "resume.pt":
-            done = int(match.group(1)) if match else None
-            candidates.append((done, path))
-    best, best_step = None, -1
-    for done, path in candidates:
-        if done is None:  # resume.pt: read its step
-            done = int(torch.load(path, map_location="cpu", weights_only=False)["step"])
-        if best_step < done <= steps:
-            best, best_step = path, done
-    return best
+@dataclasses.dataclass
+class Run:
+    """One training call's live objects and progress; the loop advances ``step``."""
+
+    config: TrainConfig
+    meta: dict[str, Any]  # the config as checkpoints record it
+    device: torch.device
+    bf16: bool
+    diffusion: Diffusion
+    model: nn.Module
+    ema: nn.Module
+    optimizer: torch.optim.Optimizer
+    forward: nn.Module  # the model, compiled when asked
+    data: torch.Tensor
+    step: int = 0
+    rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    elapsed: float = 0.0  # training wall time, summed across resumes
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": rng_state(self.device),
+            "step": self.step,
+            "config": self.meta,
+            "curve": self.rows,
+            "version": FORMAT_VERSION,
+        }
 
 
-def _resumable_until(out_dir: Path, checkpoint_steps: Sequence[int], steps: int) -> int:
-    """The latest step a resume may start from: before the first requested checkpoint
-    whose file is missing (e.g. deleted by a rerun), so that every checkpoint gets written.
-    Training is a pure function of (config, seed, step), so going back costs only time."""
-    missing = [int(k) for k in checkpoint_steps if not checkpoint_path(out_dir, int(k)).exists()]
-    return min([steps, *(k - 1 for k in missing)])
-
-
-def _check_resumable(saved: dict[str, Any], config: dict[str, Any], path: Path) -> None:
-    diff = [k for k in RESUME_KEYS if saved.get(k) != config.get(k)]
-    if diff:
-        details = ", ".join(f"{k}: {saved.get(k)!r} -> {config.get(k)!r}" for k in diff)
-        raise ValueError(
-            f"cannot resume from {path}: the training config changed ({details}); "
-            "use a new output directory"
+def _speedups(config: TrainConfig, device: torch.device, cpu_speedups: bool) -> tuple[bool, bool]:
+    """(bf16, compile) as they take effect on ``device``."""
+    if device.type == "cuda" or cpu_speedups:
+        return config.bf16, config.compile
+    if config.bf16 or config.compile:
+        warnings.warn(
+            "bf16 and compile apply to CUDA only; training in float32 eagerly", stacklevel=4
         )
+    return False, False
 
 
-def _rng_state(device: torch.device) -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
+def _meta(
+    config: TrainConfig, unet_kwargs: dict, n_images: int, bf16: bool, compile: bool
+) -> dict[str, Any]:
+    return {
+        "preset": config.preset,
+        "unet": {k: list(v) if isinstance(v, tuple) else v for k, v in unet_kwargs.items()},
+        "schedule": config.schedule,
+        "T": config.T,
+        "prediction": config.prediction,
+        "mode": config.mode,
+        "t_max": config.t_hi,
+        "steps": config.steps,
+        "batch_size": config.batch_size,
+        "lr": config.lr,
+        "ema_decay": config.ema_decay,
+        "grad_clip": config.grad_clip,
+        "seed": config.seed,
+        "warmup": config.warmup,
+        "weight_decay": config.weight_decay,
+        "n_images": n_images,
+        "code": source_hash(),
+        "bf16": bf16,
+        "compile": compile,
+    }
 
 
-def _restore_rng(state: dict[str, Any], device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
+def build_run(
+    config: TrainConfig,
+    images01: np.ndarray,
+    eval_images: np.ndarray | None,
+    device: str | torch.device,
+    cpu_speedups: bool = False,
+) -> Run:
+    """Check the images and create the model (seeded), its EMA copy and the optimiser."""
+    overrides = dict(config.unet_overrides or {})
+    overrides.setdefault("image_size", int(images01.shape[-1]) if images01.ndim == 4 else 32)
+    unet_kwargs = unet_config(config.preset, **overrides)
+    factor = 2 ** (len(unet_kwargs["ch_mult"]) - 1)
+    _check_images(images01, "training images", factor)
+    if eval_images is not None:
+        _check_images(eval_images, "eval images", factor)
+    device = pick_device(device) if isinstance(device, str) else device
+    bf16, compile = _speedups(config, device, cpu_speedups)
+    meta = _meta(config, unet_kwargs, int(images01.shape[0]), bf16, compile)
+    diffusion = Diffusion(config.schedule, config.T, config.prediction)
+    torch.manual_seed(config.seed)
+    model = build_unet(config.preset, **overrides).to(device)
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
+    forward = torch.compile(model) if compile else model
+    data = torch.as_tensor(images01, dtype=torch.float32)
+    return Run(config, meta, device, bf16, diffusion, model, ema, optimizer, forward, data)
+
+
+def resume(run: Run, out_dir: Path) -> None:
+    """Continue from the newest usable checkpoint in ``out_dir``, if there is one.
+
+    Step checkpoints that Snakemake deleted are first linked back from ``.resume/``; a
+    checkpoint still missing then caps the resume point, so that it gets written again."""
+    if not out_dir.exists():
+        return
+    steps = run.config.checkpoint_steps
+    restore_kept_checkpoints(out_dir, steps)
+    path = latest_checkpoint(out_dir, resumable_until(out_dir, steps, run.config.steps))
+    if path is None:
+        return
+    # RNG states must stay CPU tensors; load_state_dict moves weights to the device.
+    state = load_checkpoint(path, map_location="cpu")
+    stale = stale_settings(state["config"], run.meta)
+    if stale:  # a changed config or library: the saved weights are not this run's
+        log.warning(
+            "not resuming from %s, it was trained differently (%s); starting over",
+            path,
+            "; ".join(stale),
+        )
+        discard_training_state(out_dir)
+        return
+    run.model.load_state_dict(state["model"])
+    run.ema.load_state_dict(state["ema"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    restore_rng(state["rng"], run.device)
+    run.step, run.rows = int(state["step"]), list(state["curve"])
+    run.elapsed = float(run.rows[-1].get("elapsed_s", 0.0)) if run.rows else 0.0
+
+
+def optimisation_step(run: Run) -> dict[str, Any]:
+    """Train on step ``run.step``'s batch, advance the step; return the step's curve row."""
+    config, step = run.config, run.step
+    tic = time.perf_counter()
+    for group in run.optimizer.param_groups:
+        group["lr"] = config.lr * min(1.0, (step + 1) / max(config.warmup, 1))
+    batch = run.data[batch_indices(len(run.data), config.batch_size, config.seed, step)]
+    x0 = to_model_space(batch).to(run.device)
+    gen = torch.Generator().manual_seed(_step_seed(config.seed, step, 1))
+    torch.manual_seed(_step_seed(config.seed, step, 2))  # dropout
+    bf16 = torch.autocast(run.device.type, dtype=torch.bfloat16) if run.bf16 else None
+    with bf16 or contextlib.nullcontext():
+        loss = run.diffusion.loss(run.forward, x0, t_max=config.t_hi, generator=gen)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if config.grad_clip is not None:
+        nn.utils.clip_grad_norm_(run.model.parameters(), config.grad_clip)
+    run.optimizer.step()
+    _update_ema(run.ema, run.model, min(config.ema_decay, (1 + step) / (10 + step)))
+    loss_value = float(loss.detach())  # synchronises CUDA, so the timing below is honest
+    seconds = time.perf_counter() - tic
+    run.elapsed += seconds
+    run.step = step + 1
+    return {
+        "step": run.step,
+        "loss": loss_value,
+        "lr": run.optimizer.param_groups[0]["lr"],
+        "images_per_s": config.batch_size / seconds,
+        "elapsed_s": run.elapsed,
+    }
+
+
+def make_probe(run: Run, eval_images: np.ndarray | None) -> Probe | None:
+    """The fixed evaluation set, or None when no evaluation is asked for."""
+    config = run.config
+    if eval_images is None or config.eval_every <= 0:
+        return None
+    x0 = to_model_space(torch.as_tensor(eval_images, dtype=torch.float32)).to(run.device)
+    gen = torch.Generator().manual_seed(_step_seed(config.seed, 0, 4))
+    noise = torch.randn(x0.shape, generator=gen).to(run.device)
+    ts = list(config.eval_ts) if config.eval_ts is not None else default_eval_ts(config.t_hi)
+    return Probe(x0, noise, ts)
+
+
+def evaluation_due(run: Run, probe: Probe | None) -> bool:
+    done, config = run.step, run.config
+    return probe is not None and (done % config.eval_every == 0 or done == config.steps)
+
+
+def evaluate(run: Run, probe: Probe) -> dict[str, float]:
+    """Curve columns: x0-prediction PSNR per t and its mean, for the raw and EMA model."""
+    row = {}
+    for name, net in (("", run.model), ("ema_", run.ema)):
+        scores = evaluate_x0_psnr(net, run.diffusion, probe.x0, probe.noise, probe.ts)
+        row.update({f"{name}{k}": v for k, v in scores.items()})
+        row[f"{name}psnr_mean"] = float(np.mean(list(scores.values())))
+    return row
+
+
+def save_due_checkpoints(run: Run, out_dir: Path) -> None:
+    """The step checkpoint when one is asked for at this step; resume.pt when due."""
+    done, config = run.step, run.config
+    if done in config.checkpoint_steps:
+        save_step_checkpoint(out_dir, done, run.state())
+    if done % max(config.resume_every, 1) == 0 or done == config.steps:
+        save_checkpoint(out_dir / RESUME_FILE, run.state())
+        save_progress(out_dir, pd.DataFrame(run.rows))
 
 
 def train(
     images01: np.ndarray,
     out_dir: str | Path,
+    config: TrainConfig | None = None,
     *,
-    preset: str = "tiny",
-    schedule: str = "linear",
-    T: int = 1000,
-    mode: str = "full",
-    t_max: int | None = None,
-    steps: int = 1000,
-    batch_size: int = 32,
-    lr: float = 2e-4,
-    ema_decay: float = 0.9999,
-    grad_clip: float | None = 1.0,
-    checkpoint_steps: Sequence[int] = (),
-    seed: int = 0,
     device: str | torch.device = "auto",
     eval_images: np.ndarray | None = None,
-    eval_every: int = 0,
-    eval_ts: Sequence[int] | None = None,
-    bf16: bool = False,
-    compile: bool = False,
     progress: bool = True,
-    warmup: int = 100,
-    resume_every: int = 100,
-    weight_decay: float = 0.0,
-    prediction: str = "eps",
-    unet_overrides: dict[str, Any] | None = None,
     stop_after: int | None = None,
+    cpu_speedups: bool = False,
+    **settings: Any,
 ) -> pd.DataFrame:
     """Train a DDPM UNet on ``images01`` ((N, 3, H, W) float in [0, 1]); return the curve.
 
-    Writes ``out_dir/<grid.checkpoint_name(k)>`` for each k in ``checkpoint_steps``, a rolling
-    ``out_dir/resume.pt`` every ``resume_every`` steps and at the end, and
-    ``out_dir/curve.csv``. If ``out_dir`` already holds a checkpoint of the same config,
+    ``config`` (default :class:`TrainConfig`) with ``settings`` (its fields) replaced says
+    what to train. Writes ``out_dir/<grid.checkpoint_name(k)>`` for each k in
+    ``checkpoint_steps``, a rolling ``out_dir/resume.pt``, and ``out_dir/curve.csv`` once
+    training is complete. If ``out_dir`` already holds a checkpoint of the same config,
     training continues from the newest one (exactly, see the module docstring).
-
-    AdamW with linear warm-up over ``warmup`` steps, gradient-norm clipping at
-    ``grad_clip`` (None: off), EMA of the weights with decay
-    ``min(ema_decay, (1 + k) / (10 + k))`` so short runs get a useful average.
-    ``bf16`` (autocast) and ``compile`` (torch.compile) take effect on CUDA only.
     Curve rows: step, loss, lr, images_per_s, elapsed_s (training wall time so far,
-    summed across resumes, evaluation excluded), and every ``eval_every`` steps (when
-    ``eval_images`` is given) the PSNR of the one-shot x0 prediction of the raw and EMA
-    model from the held-out images noised to ``eval_ts`` (default
-    :func:`default_eval_ts` of the trained range) with fixed noise.
-    ``stop_after`` ends the call after that many total steps as if the job were killed
-    (for tests of resume); the returned curve then covers the steps done so far.
+    summed across resumes, evaluation excluded), and when evaluated the PSNR of the
+    one-shot x0 prediction of the raw and EMA model from ``eval_images`` with fixed noise.
+    ``cpu_speedups`` lets ``bf16`` and ``compile`` take effect on the CPU too (slow there;
+    it lets CPU tests run those code paths). ``stop_after`` ends the call after that many
+    total steps as if the job were killed (for tests of resume); the returned curve then
+    covers the steps done so far.
     """
+    config = dataclasses.replace(config or TrainConfig(), **settings)
     out_dir = Path(out_dir)
-    t_hi = _resolve_t_max(mode, T, t_max)
-    if steps < 1 or batch_size < 1:
-        raise ValueError(f"steps and batch_size must be >= 1; got {steps}, {batch_size}")
-    bad = [k for k in checkpoint_steps if not 1 <= int(k) <= steps]
-    if bad:
-        raise ValueError(f"checkpoint_steps {bad} lie outside 1..steps={steps}")
-    overrides = dict(unet_overrides or {})
-    overrides.setdefault("image_size", int(images01.shape[-1]) if images01.ndim == 4 else 32)
-    unet_kwargs = unet_config(preset, **overrides)
-    factor = 2 ** (len(unet_kwargs["ch_mult"]) - 1)
-    _check_images(images01, "training images", factor)
-    if eval_images is not None:
-        _check_images(eval_images, "eval images", factor)
-
-    device = pick_device(device) if isinstance(device, str) else device
-    use_bf16, use_compile = bf16 and device.type == "cuda", compile and device.type == "cuda"
-    if (bf16 or compile) and device.type != "cuda":
-        warnings.warn(
-            "bf16 and compile apply to CUDA only; training in float32 eagerly", stacklevel=2
-        )
-
-    config = {
-        "preset": preset,
-        "unet": {k: list(v) if isinstance(v, tuple) else v for k, v in unet_kwargs.items()},
-        "schedule": schedule,
-        "T": T,
-        "prediction": prediction,
-        "mode": mode,
-        "t_max": t_hi,
-        "steps": steps,
-        "batch_size": batch_size,
-        "lr": lr,
-        "ema_decay": ema_decay,
-        "grad_clip": grad_clip,
-        "seed": seed,
-        "warmup": warmup,
-        "weight_decay": weight_decay,
-        "n_images": int(images01.shape[0]),
-        "bf16": use_bf16,
-        "compile": use_compile,
-    }
-    diffusion = Diffusion(schedule, T, prediction)
-    torch.manual_seed(seed)
-    model = build_unet(preset, **overrides).to(device)
-    ema = copy.deepcopy(model).eval().requires_grad_(False)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    forward = torch.compile(model) if use_compile else model
-
-    rows: list[dict[str, Any]] = []
-    start = 0
-    resume_from = None
-    if out_dir.exists():
-        resume_from = _latest_checkpoint(
-            out_dir, _resumable_until(out_dir, checkpoint_steps, steps)
-        )
-    if resume_from is not None:
-        # RNG states must stay CPU tensors; load_state_dict moves weights to the device.
-        state = torch.load(resume_from, map_location="cpu", weights_only=False)
-        _check_resumable(state["config"], config, resume_from)
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        _restore_rng(state["rng"], device)
-        start, rows = int(state["step"]), list(state["curve"])
-
-    data = torch.as_tensor(images01, dtype=torch.float32)
-    eval_x0 = eval_noise = None
-    ts = list(eval_ts) if eval_ts is not None else default_eval_ts(t_hi)
-    if eval_images is not None and eval_every > 0:
-        eval_x0 = to_model_space(torch.as_tensor(eval_images, dtype=torch.float32)).to(device)
-        eval_gen = torch.Generator().manual_seed(_step_seed(seed, 0, 4))
-        eval_noise = torch.randn(eval_x0.shape, generator=eval_gen).to(device)
-
-    def state_dict(done: int) -> dict[str, Any]:
-        return {
-            "model": model.state_dict(),
-            "ema": ema.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "rng": _rng_state(device),
-            "step": done,
-            "config": config,
-            "curve": rows,
-            "version": 1,
-        }
-
-    end = steps if stop_after is None else min(steps, stop_after)
-    elapsed = float(rows[-1].get("elapsed_s", 0.0)) if rows else 0.0  # across resumes
-    model.train()
-    bar = tqdm(range(start, end), desc=f"train {preset} ({mode})", disable=not progress)
-    for step in bar:
-        tic = time.perf_counter()
-        for group in optimizer.param_groups:
-            group["lr"] = lr * min(1.0, (step + 1) / max(warmup, 1))
-        x0 = to_model_space(data[batch_indices(len(data), batch_size, seed, step)]).to(device)
-        gen = torch.Generator().manual_seed(_step_seed(seed, step, 1))
-        torch.manual_seed(_step_seed(seed, step, 2))  # dropout
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
-            loss = diffusion.loss(forward, x0, t_max=t_hi, generator=gen)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
-        _update_ema(ema, model, min(ema_decay, (1 + step) / (10 + step)))
-        loss_value = float(loss.detach())  # synchronises CUDA, so the timing below is honest
-        done = step + 1
-        seconds = time.perf_counter() - tic
-        elapsed += seconds
-        row = {
-            "step": done,
-            "loss": loss_value,
-            "lr": optimizer.param_groups[0]["lr"],
-            "images_per_s": batch_size / seconds,
-            "elapsed_s": elapsed,
-        }
-        if eval_x0 is not None and (done % eval_every == 0 or done == steps):
-            for name, net in (("", model), ("ema_", ema)):
-                scores = evaluate_x0_psnr(net, diffusion, eval_x0, eval_noise, ts)
-                row.update({f"{name}{k}": v for k, v in scores.items()})
-                row[f"{name}psnr_mean"] = float(np.mean(list(scores.values())))
-        rows.append(row)
-        bar.set_postfix(loss=f"{loss_value:.4f}")
-        if done in checkpoint_steps:
-            _save_checkpoint(checkpoint_path(out_dir, done), state_dict(done))
-        if done % max(resume_every, 1) == 0 or done == steps:
-            _save_checkpoint(out_dir / "resume.pt", state_dict(done))
-            save_csv(out_dir / "curve.csv", pd.DataFrame(rows))
-    curve = pd.DataFrame(rows)
-    if end == steps:
+    run = build_run(config, images01, eval_images, device, cpu_speedups)
+    resume(run, out_dir)
+    probe = make_probe(run, eval_images)
+    end = config.steps if stop_after is None else min(config.steps, stop_after)
+    run.model.train()
+    bar = tqdm(
+        range(run.step, end), desc=f"train {config.preset} ({config.mode})", disable=not progress
+    )
+    for _ in bar:
+        row = optimisation_step(run)
+        if evaluation_due(run, probe):
+            row.update(evaluate(run, probe))
+        run.rows.append(row)
+        bar.set_postfix(loss=f"{row['loss']:.4f}")
+        save_due_checkpoints(run, out_dir)
+    curve = pd.DataFrame(run.rows)
+    if end == config.steps:
         save_csv(out_dir / "curve.csv", curve)
     return curve
 
 
-def load_model(
-    ckpt_path: str | Path, device: str | torch.device = "cpu", ema: bool = True
-) -> tuple[nn.Module, Diffusion, dict[str, Any]]:
-    """Rebuild (model in eval mode, diffusion, meta) from a training checkpoint.
-
-    ``ema=True`` loads the EMA weights (what sampling should use). ``meta`` holds the step,
-    the training config (mode, t_max, schedule, ...) and which weights were loaded.
-    """
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"DDPM checkpoint not found: {path}")
-    device = pick_device(device) if isinstance(device, str) else device
-    state = torch.load(path, map_location=device, weights_only=False)
-    missing = {"model", "ema", "config", "step"} - set(state)
-    if missing:
-        raise ValueError(f"{path} is not a DDPM training checkpoint (missing {sorted(missing)})")
-    config = state["config"]
-    unet_kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in config["unet"].items()}
-    model = build_unet(config["preset"], **unet_kwargs).to(device)
-    model.load_state_dict(state["ema" if ema else "model"])
-    model.eval().requires_grad_(False)
-    diffusion = Diffusion(config["schedule"], config["T"], config["prediction"])
-    meta = {"step": int(state["step"]), "config": config, "weights": "ema" if ema else "model"}
-    return model, diffusion, meta
-
-
-def checkpoint_steps_done(out_dir: str | Path) -> list[int]:
-    """Steps k for which a checkpoint (grid.checkpoint_name(k)) exists, ascending."""
-    found = (CHECKPOINT_RE.match(p.name) for p in Path(out_dir).glob(CHECKPOINT_GLOB))
-    return sorted(int(m.group(1)) for m in found if m)
-
-
 __all__ = [
     "MODES",
+    "Run",
+    "TrainConfig",
     "batch_indices",
+    "build_run",
     "checkpoint_path",
     "checkpoint_steps_done",
     "default_eval_ts",
+    "evaluate",
     "evaluate_x0_psnr",
     "load_model",
+    "optimisation_step",
+    "resume",
+    "save_due_checkpoints",
     "train",
 ]

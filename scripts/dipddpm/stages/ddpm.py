@@ -21,7 +21,7 @@ import torch
 
 from .. import grid
 from ..ddpm.sample import Guide, diffuse_prior, generate, noise_start, observation_start, sample
-from ..ddpm.train import load_model, train
+from ..ddpm.train import TrainConfig, load_model, train
 from ..device import describe_device, pick_device
 from ..io import image_grid, load_json, load_npz, save_csv, save_json, save_npz, save_png
 from ..metrics import per_image_metrics
@@ -52,9 +52,7 @@ def run_train_cell(
     t_max = None if cell["mode"] == "full" else int(cell["t_max"])
     checkpoint_steps = list(train_cfg["checkpoints"])
     log.info("DDPM %s training on %d images (%s), %s", cell["mode"], len(images), dev, cell)
-    curve = train(
-        images,
-        out_dir,
+    config = TrainConfig(
         preset=cell["preset"],
         schedule=cell["schedule"],
         T=int(train_cfg["T"]),
@@ -65,17 +63,15 @@ def run_train_cell(
         lr=float(train_cfg["lr"]),
         ema_decay=float(train_cfg["ema_decay"]),
         grad_clip=float(train_cfg["grad_clip"]),
-        checkpoint_steps=checkpoint_steps,
+        checkpoint_steps=tuple(checkpoint_steps),
         seed=int(cell["train_seed"]),
-        device=dev,
-        eval_images=held_out,
         eval_every=int(train_cfg["eval_every"]),
         eval_ts=common_eval_ts(train_cfg, t_max),
         bf16=bool(train_cfg.get("bf16", False)),
         compile=bool(train_cfg.get("compile", False)),
         resume_every=int(train_cfg.get("resume_every", 50)),
-        progress=True,
     )
+    curve = train(images, out_dir, config, device=dev, eval_images=held_out, progress=True)
     seconds = float(curve["elapsed_s"].max()) if "elapsed_s" in curve else float("nan")
     save_csv(Path(out_dir) / "curve.csv", grid.stamp(curve, {**cell, "purpose": "training"}))
     save_json(
