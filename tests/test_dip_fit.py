@@ -89,8 +89,7 @@ def test_same_seeds_give_bit_identical_results():
     assert np.array_equal(first.snapshots[8], second.snapshots[8])
     columns = ["loss", "psnr_obs", "psnr_clean", "psnr_clean_ema"]
     assert first.trajectory[columns].equals(second.trajectory[columns])
-    other = fit_dip(noisy, Operator("denoise"), "resnet", {"blocks": 1, "channels": 8}, [7, 9],
-                    iters=8, progress=False)  # fmt: skip
+    other = fit_dip(*args[:-1], [7, 9], iters=8, progress=False)
     assert np.array_equal(first.snapshots[8][0], other.snapshots[8][0])
     assert not np.array_equal(first.snapshots[8][1], other.snapshots[8][1])
 
@@ -115,21 +114,19 @@ def test_inpainting_ignores_values_under_the_mask():
 def test_super_resolution_fits_high_resolution_images():
     clean, _ = _images(2)
     op = Operator("sr", factor=2, kernel="area")
-    result = fit_dip(op(clean), op, "convdecoder", {"layers": 2, "channels": 8}, [0, 1],
-                     iters=5, clean=clean, progress=False)  # fmt: skip
+    arch = ("convdecoder", {"layers": 2, "channels": 8})
+    result = fit_dip(op(clean), op, *arch, [0, 1], iters=5, clean=clean, progress=False)
     assert result.snapshots[5].shape == (2, 3, 16, 16)
     assert result.trajectory["psnr_clean"].notna().all()
 
 
 def test_trajectory_columns_rows_and_window_variance():
     _, noisy = _images(2)
-    result = fit_dip(noisy, Operator("denoise"), "skip", TINY, [0, 1], iters=12, progress=False,
-                     wmv_window=4, log_every=2)  # fmt: skip
+    args = (noisy, Operator("denoise"), "skip", TINY, [0, 1])
+    result = fit_dip(*args, iters=12, progress=False, wmv_window=4, log_every=2)
     frame = result.trajectory
-    assert list(frame.columns) == [
-        "image", "iteration", "loss", "psnr_obs", "psnr_clean", "psnr_clean_ema", "wmv",
-        "elapsed_s", "backtracked",
-    ]  # fmt: skip
+    columns = "image iteration loss psnr_obs psnr_clean psnr_clean_ema wmv elapsed_s backtracked"
+    assert list(frame.columns) == columns.split()
     assert len(frame) == 2 * 6 and frame["iteration"].max() == 12
     assert frame["psnr_clean"].isna().all()  # no clean image given
     np.testing.assert_allclose(frame["psnr_obs"], -10 * np.log10(frame["loss"]), rtol=1e-5)
@@ -139,9 +136,9 @@ def test_trajectory_columns_rows_and_window_variance():
 
 
 def test_window_variance_is_the_variance_of_the_last_outputs():
-    from dipddpm.dip.fit import _WindowVariance
+    from dipddpm.dip.recording import WindowVariance
 
-    window = _WindowVariance(3)
+    window = WindowVariance(3)
     frames = [torch.full((1, 1, 2, 2), v) for v in (5.0, 1.0, 2.0, 3.0)]
     for frame in frames:
         window.push(frame)
@@ -154,7 +151,7 @@ def test_backtracking_restores_only_the_diverging_image():
     fitter = DIPFitter("skip", TINY, (3, 16, 16), [0, 1], lr=0.01)
     for _ in range(30):
         fitter.step(target, op)
-    before_last = {name: value[1].clone() for name, value in fitter._good_params.items()}
+    before_last = {name: value[1].clone() for name, value in fitter.backtracker.good_params.items()}
     ema_before = fitter.output_ema.clone()
     corrupted = target.clone()
     corrupted[1] = 0.0  # image 1's PSNR to its observation collapses
@@ -214,8 +211,8 @@ def test_denoising_astronaut_improves_over_noisy_input():
     noisy = (clean + 25 / 255 * torch.randn(clean.shape, generator=g)).clamp(0, 1)
     noisy_psnr = psnr_from_mse(((noisy - clean) ** 2).mean()).item()
     params = {"depth": 3, "channels_down": 32, "channels_up": 32}
-    result = fit_dip(noisy, Operator("denoise"), "skip", params, [0], iters=300, clean=clean,
-                     progress=False, log_every=50)  # fmt: skip
+    args = (noisy, Operator("denoise"), "skip", params, [0])
+    result = fit_dip(*args, iters=300, clean=clean, progress=False, log_every=50)
     final = result.trajectory.iloc[-1]
     assert final["iteration"] == 300 and not final["backtracked"]
     assert final["psnr_clean_ema"] > noisy_psnr + 2.0

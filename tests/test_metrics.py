@@ -9,7 +9,15 @@ import pandas as pd
 import pytest
 import torch
 
-from dipddpm.metrics import PSNR_CAP_DB, peak, per_image_metrics, psnr, ssim, steps_to_quality
+from dipddpm.metrics import (
+    PSNR_CAP_DB,
+    peak,
+    per_image_metrics,
+    psnr,
+    psnr_from_mse,
+    ssim,
+    steps_to_quality,
+)
 
 
 @pytest.fixture
@@ -88,3 +96,20 @@ def test_peak_of_a_trajectory():
 def test_psnr_of_unknown_reference_is_nan():
     x = np.zeros((3, 8, 8))
     assert np.isnan(psnr(x, np.full_like(x, np.nan)))
+
+
+def test_torch_psnr_from_mse_agrees_with_psnr(image):
+    noisy = np.clip(image + 0.05 * np.random.default_rng(1).standard_normal(image.shape), 0, 1)
+    mse = torch.from_numpy((noisy - image) ** 2).flatten().mean()
+    assert psnr_from_mse(mse).item() == pytest.approx(psnr(noisy, image), rel=1e-9)
+    per_image = psnr_from_mse(torch.tensor([0.01, 0.0]))
+    assert per_image[0].item() == pytest.approx(20.0) and per_image[1].item() == pytest.approx(
+        200.0
+    )
+
+
+def test_psnr_and_ssim_are_computed_only_here(root):
+    # One definition each: every other module calls metrics.psnr / ssim / psnr_from_mse.
+    for name in ("structural_similarity", "peak_signal_noise_ratio"):
+        users = [p for p in (root / "scripts").rglob("*.py") if name in p.read_text()]
+        assert users == [root / "scripts" / "dipddpm" / "metrics.py"], name

@@ -3,16 +3,23 @@
 All images are float arrays in [0, 1], one image (C, H, W) or a batch (N, C, H, W);
 torch tensors are accepted and moved to the CPU. ``data_range`` is fixed to 1 so the
 numbers are comparable between every stage of the pipeline.
+
+``psnr_from_mse`` is the same PSNR for torch tensors that stay where they are: the DIP
+engine logs it every step, on the fit's device, from errors it has already computed.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+if TYPE_CHECKING:  # only tensor methods are used, so importing metrics needs no torch
+    import torch
 
 # PSNR of an exact reconstruction is infinite; a finite cap keeps means and plots usable.
 PSNR_CAP_DB = 100.0
@@ -42,6 +49,15 @@ def psnr(x, ref) -> float:
     if mse == 0.0:
         return PSNR_CAP_DB
     return float(min(PSNR_CAP_DB, peak_signal_noise_ratio(ref, x, data_range=1.0)))
+
+
+def psnr_from_mse(mse: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB of images in [0, 1] from their mean squared error (a tensor, any shape).
+
+    Unlike ``psnr`` it does not cap: an error below 1e-20 counts as 1e-20 (200 dB), so the
+    log stays finite.
+    """
+    return -10.0 * mse.clamp_min(1e-20).log10()
 
 
 def ssim(x, ref) -> float:

@@ -1,78 +1,56 @@
-"""Deep Image Prior architectures, selectable by name.
+"""Deep Image Prior architectures, selectable by name from one registry.
 
 ``skip`` follows models/skip.py of Ulyanov et al. (DmitryUlyanov/deep-image-prior) with the
 paper's denoising setup as defaults; ``encdec`` is the same hourglass without skip branches;
 ``resnet`` is the paper's residual net without downsampling; ``convdecoder`` is the
 ConvDecoder / deep decoder of Heckel & Hand, which grows the image from a small input.
 
+``ARCHITECTURES`` maps each name to its builder, default hyperparameters and input shape;
+``ARCH_DEFAULTS`` and ``ARCH_KINDS`` are live views of it. Adding an architecture is a
+builder, an ``Architecture`` entry in ``ARCHITECTURES`` (or ``register_architecture`` from
+outside) and a test; the config schema's ``arch.kind`` enum must list it too.
+
 One deliberate deviation from the paper's code: convolutions directly followed by BatchNorm
-carry no bias (BatchNorm removes it; see ``_conv_bn``). ``stack_networks`` merges K
-networks of one architecture into the batched module the fitting engine trains.
+carry no bias (BatchNorm removes it; see ``_conv_bn``).
 
 DIP always trains with a batch of one image in train mode, so every BatchNorm uses batch
 statistics only (``track_running_stats=False``): there are no buffers, which is what lets
-the fitting engine stack K networks and ``vmap`` over them.
+the fitting engine stack K networks into one module (``batched.stack_networks``).
 """
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-ARCH_DEFAULTS: dict[str, dict[str, Any]] = {
-    "skip": {
-        "depth": 5,
-        "channels_down": 128,
-        "channels_up": 128,
-        "skip_channels": 4,
-        "input_channels": 32,
-        "input_scale": 0.1,
-        "upsample": "bilinear",
-    },
-    "encdec": {
-        "depth": 5,
-        "channels_down": 128,
-        "channels_up": 128,
-        "input_channels": 32,
-        "input_scale": 0.1,
-        "upsample": "bilinear",
-    },
-    "resnet": {
-        "blocks": 8,
-        "channels": 64,
-        "input_channels": 32,
-        "input_scale": 0.1,
-    },
-    "convdecoder": {
-        "layers": 4,
-        "channels": 64,
-        "input_scale": 0.1,
-    },
-}
-ARCH_KINDS = tuple(ARCH_DEFAULTS)
+# bench_dip.py and the tests import the stacked layers and PointwiseConv2d from here.
+from .batched import PointwiseConv2d, StackedConv2d, StackedPointwiseConv2d
+
+__all__ = [
+    "ARCHITECTURES",
+    "ARCH_DEFAULTS",
+    "ARCH_KINDS",
+    "Architecture",
+    "PointwiseConv2d",
+    "StackedConv2d",
+    "StackedPointwiseConv2d",
+    "build_dip_net",
+    "check_depth_fits",
+    "dip_input_shape",
+    "make_dip_input",
+    "register_architecture",
+    "resolve_params",
+]
+
 UPSAMPLE_MODES = ("bilinear", "nearest")
 # The coarsest feature map must keep at least this many pixels per side: BatchNorm with
 # batch size 1 needs more than one value per channel and reflection padding needs side > 1.
 MIN_BOTTOM_SIDE = 2
-
-
-def resolve_params(kind: str, params: dict[str, Any] | None) -> dict[str, Any]:
-    """The architecture's defaults overridden by ``params``; unknown keys are rejected."""
-    if kind not in ARCH_DEFAULTS:
-        raise ValueError(f"unknown DIP architecture {kind!r}; choose one of {ARCH_KINDS}")
-    params = dict(params or {})
-    unknown = sorted(set(params) - set(ARCH_DEFAULTS[kind]))
-    if unknown:
-        raise ValueError(
-            f"unknown parameter(s) {unknown} for DIP architecture {kind!r}; "
-            f"allowed: {sorted(ARCH_DEFAULTS[kind])}"
-        )
-    return {**ARCH_DEFAULTS[kind], **params}
 
 
 def _per_scale(name: str, value: int | Sequence[int], depth: int) -> list[int]:
@@ -114,25 +92,6 @@ def check_depth_fits(kind: str, depth: int, image_size: tuple[int, int], what: s
         f"{bottom} (it must be at least {MIN_BOTTOM_SIDE}x{MIN_BOTTOM_SIDE} and H, W divisible "
         f"by 2^{what}); {hint}"
     )
-
-
-class PointwiseConv2d(nn.Conv2d):
-    """A 1x1 convolution computed as a matrix product.
-
-    Same parameters and result as ``nn.Conv2d(c_in, c_out, 1)``, but when the fitting engine
-    stacks K networks it becomes one batched matmul (``StackedPointwiseConv2d``), which on
-    the CPU rounds like the single network's matmul, keeping batched fits bit-identical.
-    """
-
-    def __init__(self, c_in: int, c_out: int, bias: bool = True) -> None:
-        super().__init__(c_in, c_out, 1, bias=bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, _, h, w = x.shape
-        out = torch.matmul(self.weight.flatten(1), x.flatten(2))
-        if self.bias is not None:
-            out = out + self.bias[:, None]
-        return out.view(n, -1, h, w)
 
 
 def _conv(c_in: int, c_out: int, kernel: int, stride: int = 1, bias: bool = True) -> nn.Module:
@@ -261,6 +220,143 @@ def _convdecoder(out_channels: int, image_size: tuple[int, int], p: dict[str, An
     return nn.Sequential(*body, _conv(channels, out_channels, 1), nn.Sigmoid())
 
 
+def _skip(out_channels: int, image_size: tuple[int, int], p: dict[str, Any]) -> nn.Module:
+    return _skip_net("skip", out_channels, image_size, p)
+
+
+def _encdec(out_channels: int, image_size: tuple[int, int], p: dict[str, Any]) -> nn.Module:
+    return _skip_net("encdec", out_channels, image_size, {**p, "skip_channels": 0})
+
+
+def _full_size_input(image_size: tuple[int, int], p: Mapping[str, Any]) -> tuple[int, int, int]:
+    return (int(p["input_channels"]), *image_size)
+
+
+def _convdecoder_input(image_size: tuple[int, int], p: Mapping[str, Any]) -> tuple[int, int, int]:
+    scale = 2 ** int(p["layers"])
+    return (int(p["channels"]), image_size[0] // scale, image_size[1] // scale)
+
+
+# --- The registry -------------------------------------------------------------------------
+
+Builder = Callable[[int, tuple[int, int], dict[str, Any]], nn.Module]
+InputShape = Callable[[tuple[int, int], Mapping[str, Any]], tuple[int, int, int]]
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One DIP architecture: how to build it, its hyperparameters and its input.
+
+    ``build(out_channels, image_size, params)`` gets ``defaults`` overridden by the user's
+    values and returns a network mapping the input to (1, out_channels, *image_size) in
+    (0, 1). For ``fit_dip`` it must consist of layers ``batched.stack_networks`` can stack.
+    ``defaults`` names every hyperparameter the architecture accepts; it must hold
+    ``input_scale`` (the input noise's amplitude). ``input_shape(image_size, params)`` is
+    the (C, h, w) of the fixed input; by default ``input_channels`` at full size.
+    """
+
+    name: str
+    build: Builder
+    defaults: Mapping[str, Any]
+    input_shape: InputShape = _full_size_input
+
+    def __post_init__(self) -> None:
+        # Read-only: every caller shares these defaults, so none may change them for all.
+        object.__setattr__(self, "defaults", MappingProxyType(dict(self.defaults)))
+        if "input_scale" not in self.defaults:
+            raise ValueError(f"architecture {self.name!r} needs an 'input_scale' default")
+
+
+_INPUT_SCALE = 0.1  # the paper's input noise amplitude
+ARCHITECTURES: dict[str, Architecture] = {
+    arch.name: arch
+    for arch in (
+        Architecture(
+            "skip",
+            _skip,
+            {
+                "depth": 5,
+                "channels_down": 128,
+                "channels_up": 128,
+                "skip_channels": 4,
+                "input_channels": 32,
+                "input_scale": _INPUT_SCALE,
+                "upsample": "bilinear",
+            },
+        ),
+        Architecture(
+            "encdec",
+            _encdec,
+            {
+                "depth": 5,
+                "channels_down": 128,
+                "channels_up": 128,
+                "input_channels": 32,
+                "input_scale": _INPUT_SCALE,
+                "upsample": "bilinear",
+            },
+        ),
+        Architecture(
+            "resnet",
+            _resnet,
+            {"blocks": 8, "channels": 64, "input_channels": 32, "input_scale": _INPUT_SCALE},
+        ),
+        Architecture(
+            "convdecoder",
+            _convdecoder,
+            {"layers": 4, "channels": 64, "input_scale": _INPUT_SCALE},
+            input_shape=_convdecoder_input,
+        ),
+    )
+}
+
+
+class _DefaultsView(Mapping[str, Mapping[str, Any]]):
+    """kind -> default hyperparameters, read live from ``ARCHITECTURES``."""
+
+    def __getitem__(self, kind: str) -> Mapping[str, Any]:
+        return ARCHITECTURES[kind].defaults
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(ARCHITECTURES)
+
+    def __len__(self) -> int:
+        return len(ARCHITECTURES)
+
+    def __repr__(self) -> str:
+        return repr({kind: dict(arch.defaults) for kind, arch in ARCHITECTURES.items()})
+
+
+ARCH_DEFAULTS: Mapping[str, Mapping[str, Any]] = _DefaultsView()
+ARCH_KINDS = ARCH_DEFAULTS.keys()  # live: includes architectures registered later
+
+
+def register_architecture(arch: Architecture) -> None:
+    """Make ``arch`` available by name to ``build_dip_net``, ``fit_dip`` and the rest."""
+    if arch.name in ARCHITECTURES:
+        raise ValueError(f"DIP architecture {arch.name!r} is already registered")
+    ARCHITECTURES[arch.name] = arch
+
+
+def _architecture(kind: str) -> Architecture:
+    if kind not in ARCHITECTURES:
+        raise ValueError(f"unknown DIP architecture {kind!r}; choose one of {tuple(ARCH_KINDS)}")
+    return ARCHITECTURES[kind]
+
+
+def resolve_params(kind: str, params: dict[str, Any] | None) -> dict[str, Any]:
+    """The architecture's defaults overridden by ``params``; unknown keys are rejected."""
+    defaults = _architecture(kind).defaults
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(defaults))
+    if unknown:
+        raise ValueError(
+            f"unknown parameter(s) {unknown} for DIP architecture {kind!r}; "
+            f"allowed: {sorted(defaults)}"
+        )
+    return {**defaults, **params}
+
+
 def build_dip_net(
     kind: str, out_channels: int, image_size: tuple[int, int], **params: Any
 ) -> nn.Module:
@@ -273,13 +369,7 @@ def build_dip_net(
     p = resolve_params(kind, params)
     if out_channels < 1:
         raise ValueError(f"out_channels must be >= 1; got {out_channels}")
-    if kind == "skip":
-        return _skip_net(kind, out_channels, image_size, p)
-    if kind == "encdec":
-        return _skip_net(kind, out_channels, image_size, {**p, "skip_channels": 0})
-    if kind == "resnet":
-        return _resnet(out_channels, image_size, p)
-    return _convdecoder(out_channels, image_size, p)
+    return ARCHITECTURES[kind].build(out_channels, tuple(image_size), p)
 
 
 def dip_input_shape(
@@ -287,11 +377,7 @@ def dip_input_shape(
 ) -> tuple[int, int, int, int]:
     """Shape (1, C_in, h, w) of the fixed input: full size, except the convdecoder's small one."""
     p = resolve_params(kind, params)
-    h, w = image_size
-    if kind == "convdecoder":
-        scale = 2 ** int(p["layers"])
-        return (1, int(p["channels"]), h // scale, w // scale)
-    return (1, int(p["input_channels"]), h, w)
+    return (1, *ARCHITECTURES[kind].input_shape(tuple(image_size), p))
 
 
 def make_dip_input(
@@ -304,132 +390,3 @@ def make_dip_input(
     p = resolve_params(kind, params)
     shape = dip_input_shape(kind, p, image_size)
     return torch.rand(shape, generator=generator) * float(p["input_scale"])
-
-
-# --- K networks as one: the fitting engine's batched form -------------------------------
-
-CONV_MODES = ("loop", "grouped")
-
-
-class StackedConv2d(nn.Module):
-    """K independent convolutions applied to a (K, C, H, W) batch, image k with kernel k.
-
-    ``loop`` runs one ordinary convolution per image: on the CPU that is faster than a
-    grouped convolution (oneDNN's grouped kernels are 1.5-4x slower per image) and rounds
-    exactly like a single fit, so a batched fit reproduces single fits bit for bit.
-    ``grouped`` runs one convolution with K groups, which is what fills a GPU.
-    """
-
-    def __init__(self, convs: Sequence[nn.Conv2d], mode: str) -> None:
-        super().__init__()
-        if mode not in CONV_MODES:
-            raise ValueError(f"conv mode must be one of {CONV_MODES}; got {mode!r}")
-        first = convs[0]
-        self.mode = mode
-        self.stride = first.stride
-        self.groups = len(convs)
-        self.weight = nn.Parameter(torch.stack([c.weight.detach() for c in convs]))
-        has_bias = first.bias is not None
-        bias = torch.stack([c.bias.detach() for c in convs]) if has_bias else None
-        self.bias = None if bias is None else nn.Parameter(bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.mode == "grouped":
-            k, c, h, w = x.shape
-            weight = self.weight.flatten(0, 1)
-            bias = None if self.bias is None else self.bias.flatten()
-            out = F.conv2d(x.reshape(1, k * c, h, w), weight, bias, self.stride, groups=k)
-            return out.view(k, -1, *out.shape[-2:])
-        # unbind, not indexing: its backward stacks the K gradients once instead of
-        # summing K zero-padded copies.
-        biases = [None] * self.groups if self.bias is None else self.bias.unbind(0)
-        outs = [
-            F.conv2d(image[None], weight, bias, self.stride)
-            for image, weight, bias in zip(x.unbind(0), self.weight.unbind(0), biases, strict=True)
-        ]
-        return torch.cat(outs)
-
-
-class StackedPointwiseConv2d(nn.Module):
-    """K independent 1x1 convolutions as one batched matrix product."""
-
-    def __init__(self, convs: Sequence[PointwiseConv2d]) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.stack([c.weight.detach() for c in convs]))
-        has_bias = convs[0].bias is not None
-        self.bias = (
-            nn.Parameter(torch.stack([c.bias.detach() for c in convs])) if has_bias else None
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        k, _, h, w = x.shape
-        out = torch.matmul(self.weight.flatten(2), x.flatten(2))
-        if self.bias is not None:
-            out = out + self.bias[:, :, None]
-        return out.view(k, -1, h, w)
-
-
-class StackedBatchNorm2d(nn.Module):
-    """K BatchNorms with batch statistics, each over its own image of a (K, C, H, W) batch.
-
-    Viewing the batch as one image with K*C channels gives every (image, channel) its own
-    statistics, exactly as K separate BatchNorms on batches of one.
-    """
-
-    def __init__(self, norms: Sequence[nn.BatchNorm2d]) -> None:
-        super().__init__()
-        self.eps = norms[0].eps
-        self.weight = nn.Parameter(torch.stack([n.weight.detach() for n in norms]))
-        self.bias = nn.Parameter(torch.stack([n.bias.detach() for n in norms]))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        k, c, h, w = x.shape
-        out = F.batch_norm(
-            x.reshape(1, k * c, h, w),
-            None,
-            None,
-            self.weight.flatten(),
-            self.bias.flatten(),
-            training=True,
-            eps=self.eps,
-        )
-        return out.view(k, c, h, w)
-
-
-def _stack_leaf(modules: list[nn.Module], conv_mode: str) -> nn.Module | None:
-    first = modules[0]
-    if isinstance(first, PointwiseConv2d):
-        return StackedPointwiseConv2d(modules)
-    if isinstance(first, nn.Conv2d):
-        if first.groups != 1 or first.dilation != (1, 1) or first.padding != (0, 0):
-            raise ValueError(f"cannot stack {first}: only plain unpadded convolutions")
-        return StackedConv2d(modules, conv_mode)
-    if isinstance(first, nn.BatchNorm2d):
-        if first.track_running_stats or not first.affine:
-            raise ValueError(f"cannot stack {first}: DIP BatchNorm uses batch statistics")
-        return StackedBatchNorm2d(modules)
-    if list(first.parameters(recurse=False)) or list(first.buffers(recurse=False)):
-        raise ValueError(f"cannot stack {type(first).__name__}: it holds parameters or buffers")
-    return None
-
-
-def stack_networks(nets: Sequence[nn.Module], conv_mode: str = "loop") -> nn.Module:
-    """One module computing ``nets[k](x[k])`` for a (K, ...) batch, with stacked parameters.
-
-    The networks must share one architecture. Parameter names are those of a single
-    network, each tensor with a leading K dimension (image k's own values at index k).
-    Parameter-free layers (activations, padding, upsampling, concatenation) act on each
-    image of the batch independently already, so they are shared as they are.
-    """
-    stacked = copy.deepcopy(nets[0])
-    for name, _ in list(stacked.named_modules()):
-        if not name:
-            continue
-        sources = [net.get_submodule(name) for net in nets]
-        if list(sources[0].children()):
-            continue
-        replacement = _stack_leaf(sources, conv_mode)
-        if replacement is not None:
-            parent_name, _, child = name.rpartition(".")
-            setattr(stacked.get_submodule(parent_name), child, replacement)
-    return stacked
