@@ -258,9 +258,18 @@ def test_cell_rejects_bad_parameters():
         _micro_cell(clean, observed, sigma, rule_params={"tau": 1.0})
     with pytest.raises(ValueError, match="seeds"):
         run_earlystop_cell(
-            clean, observed, Operator("denoise"), sigma, "skip", MICRO_ARCH, [1],
-            K=2, iters_per_stage=2, final_iters=2, progress=False,
-        )  # fmt: skip
+            clean,
+            observed,
+            Operator("denoise"),
+            sigma,
+            "skip",
+            MICRO_ARCH,
+            [1],
+            K=2,
+            iters_per_stage=2,
+            final_iters=2,
+            progress=False,
+        )
 
 
 def test_cell_runs_inpainting_with_a_shared_mask():
@@ -270,10 +279,20 @@ def test_cell_runs_inpainting_with_a_shared_mask():
     observed = (noisy * mask).astype(np.float32)
     op = Operator("inpaint", mask=torch.from_numpy(mask))
     res = run_earlystop_cell(
-        clean, observed, op, sigma, "skip", MICRO_ARCH, [1, 2], K=2, sigma_max=0.2,
-        iters_per_stage=3, final_iters=5, baseline_params={"patience": 3, "wmv_window": 2},
+        clean,
+        observed,
+        op,
+        sigma,
+        "skip",
+        MICRO_ARCH,
+        [1, 2],
+        K=2,
+        sigma_max=0.2,
+        iters_per_stage=3,
+        final_iters=5,
+        baseline_params={"patience": 3, "wmv_window": 2},
         progress=False,
-    )  # fmt: skip
+    )
     assert np.isfinite(res.table["psnr"]).all()
     assert res.stage_curves["residual"].gt(0).all()
 
@@ -415,9 +434,20 @@ def test_production_run_ends_once_every_image_has_stopped():
         # A generous fixed tau: every image stops early in the final stage.
         rule = ProgressiveDiscrepancyRule(sigma, tau_bounds=(10.0, 10.0), tau_default=10.0)
         runs.append(
-            fit_progressive(fitter, obs, op, targets, noises, sigmas, rule, 8, 24,
-                            run_to_end=to_end, progress=False)
-        )  # fmt: skip
+            fit_progressive(
+                fitter,
+                obs,
+                op,
+                targets,
+                noises,
+                sigmas,
+                rule,
+                8,
+                24,
+                run_to_end=to_end,
+                progress=False,
+            )
+        )
     full, short = runs
     np.testing.assert_array_equal(full.stops, short.stops)
     np.testing.assert_array_equal(full.outputs_at_stop, short.outputs_at_stop)

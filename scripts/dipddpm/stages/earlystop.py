@@ -61,6 +61,7 @@ def run_cell(
         lr=float(dip["lr"]),
         reg_noise_std=float(dip["reg_noise_std"]),
         exp_weight=float(dip["exp_weight"]),
+        backtrack=bool(dip["backtrack"]),
         device=dev,
     )
     table = result.table.copy()

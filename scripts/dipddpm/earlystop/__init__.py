@@ -1,0 +1,104 @@
+"""DDPM-inspired supervision for DIP early stopping (Example 2).
+
+One module per concern:
+
+``targets``              progressive targets ``y_k = y + sigma_k * n_k`` along a schedule
+``rules``                the online progressive stopping rule (calibrated discrepancy)
+``progressive``          the progressive-target DIP fit that drives that rule
+``progressive_variant``  that fit registered as the ``progressive`` training variant
+``baselines``            post-hoc rules on a plain fit: fixed budgets, discrepancy, ES-WMV,
+                         oracle
+``registry``             the two interfaces (post-hoc rule, training variant), their
+                         registries and parameter checks
+``table``                the early-stopping table: rows scored against the clean image
+``run``                  the experiment cell (``run_earlystop_cell``)
+
+A new post-hoc rule or training variant is one registered class in a new module here (see
+``registry``); importing the package imports every module in it, which registers it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from .baselines import (
+    discrepancy_stop,
+    es_wmv_decision,
+    es_wmv_stop,
+    fixed_budget_stop,
+    oracle_stop,
+)
+from .progressive import CURVE_COLUMNS, ProgressiveRun, fit_progressive
+from .progressive_variant import RULE_DEFAULTS, ProgressiveTargets, evaluate_progressive
+from .registry import (
+    POSTHOC_RULES,
+    RULE_COLUMNS,
+    TRAINING_VARIANTS,
+    PosthocRule,
+    Problem,
+    TrainingVariant,
+    VariantRun,
+    register_rule,
+    register_variant,
+)
+from .rules import STOP_VARIANTS, ProgressiveDiscrepancyRule
+from .run import SNAPSHOT_BUDGET_BYTES, EarlyStopResult, run_earlystop_cell
+from .table import (
+    PLAIN_FIT_DEFAULTS,
+    TABLE_COLUMNS,
+    baseline_defaults,
+    baseline_stops,
+    evaluate_baselines,
+    ssim_of,
+)
+from .targets import NOISE_MODES, SCHEDULES, progressive_targets, stage_sigmas, stage_targets_for
+
+
+def _import_every_module() -> None:
+    # Registration happens on import: a rule in a new module of this package must be
+    # imported for the cell to see it, without an edit to any other module.
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
+
+
+_import_every_module()
+
+__all__ = [
+    "CURVE_COLUMNS",
+    "NOISE_MODES",
+    "PLAIN_FIT_DEFAULTS",
+    "POSTHOC_RULES",
+    "RULE_COLUMNS",
+    "RULE_DEFAULTS",
+    "SCHEDULES",
+    "SNAPSHOT_BUDGET_BYTES",
+    "STOP_VARIANTS",
+    "TABLE_COLUMNS",
+    "TRAINING_VARIANTS",
+    "EarlyStopResult",
+    "PosthocRule",
+    "Problem",
+    "ProgressiveDiscrepancyRule",
+    "ProgressiveRun",
+    "ProgressiveTargets",
+    "TrainingVariant",
+    "VariantRun",
+    "baseline_defaults",
+    "baseline_stops",
+    "discrepancy_stop",
+    "es_wmv_decision",
+    "es_wmv_stop",
+    "evaluate_baselines",
+    "evaluate_progressive",
+    "fit_progressive",
+    "fixed_budget_stop",
+    "oracle_stop",
+    "progressive_targets",
+    "register_rule",
+    "register_variant",
+    "run_earlystop_cell",
+    "ssim_of",
+    "stage_sigmas",
+    "stage_targets_for",
+]
