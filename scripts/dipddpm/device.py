@@ -39,12 +39,3 @@ def describe_device(device: torch.device) -> dict:
     else:
         info["cpu"] = platform.processor() or platform.machine()
     return info
-
-
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed torch and numpy's legacy global state; return a fresh CPU generator."""
-    import numpy as np
-
-    torch.manual_seed(seed)
-    np.random.seed(seed % (2**32))
-    return torch.Generator().manual_seed(seed)

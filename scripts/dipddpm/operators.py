@@ -34,9 +34,8 @@ class Operator:
     """A task's forward operator.
 
     ``mask`` (N, 1, H, W), 1 = known pixel, is set for inpainting; ``factor`` and
-    ``kernel`` for super-resolution. ``loss_weight`` is what DIP multiplies its squared
-    residual with: the mask for inpainting (so unknown pixels never enter the loss),
-    ones otherwise.
+    ``kernel`` for super-resolution. :meth:`residual` is DIP's data term: for inpainting it
+    averages over known pixels only, so unknown pixels never enter the loss.
     """
 
     kind: str

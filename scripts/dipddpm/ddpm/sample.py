@@ -219,7 +219,7 @@ def generate(
     diffusion: Diffusion,
     n: int,
     steps: int,
-    image_shape: tuple[int, int, int] = (3, 32, 32),
+    image_shape: tuple[int, int, int],
     sampler: str = "ddpm",
     eta: float = 0.0,
     batch_size: int = 256,

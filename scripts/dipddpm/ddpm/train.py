@@ -249,7 +249,7 @@ def _speedups(config: TrainConfig, device: torch.device, cpu_speedups: bool) -> 
 
 
 def _meta(
-    config: TrainConfig, unet_kwargs: dict, n_images: int, bf16: bool, compile: bool
+    config: TrainConfig, unet_kwargs: dict, shape: tuple, bf16: bool, compile: bool
 ) -> dict[str, Any]:
     return {
         "preset": config.preset,
@@ -267,7 +267,9 @@ def _meta(
         "seed": config.seed,
         "warmup": config.warmup,
         "weight_decay": config.weight_decay,
-        "n_images": n_images,
+        "n_images": int(shape[0]),
+        # What the network generates: sampling from noise needs it.
+        "image_shape": [int(side) for side in shape[1:]],
         "code": source_hash(),
         "bf16": bf16,
         "compile": compile,
@@ -291,7 +293,7 @@ def build_run(
         _check_images(eval_images, "eval images", factor)
     device = pick_device(device) if isinstance(device, str) else device
     bf16, compile = _speedups(config, device, cpu_speedups)
-    meta = _meta(config, unet_kwargs, int(images01.shape[0]), bf16, compile)
+    meta = _meta(config, unet_kwargs, images01.shape, bf16, compile)
     diffusion = Diffusion(config.schedule, config.T, config.prediction)
     torch.manual_seed(config.seed)
     model = build_unet(config.preset, **overrides).to(device)

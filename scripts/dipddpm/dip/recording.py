@@ -21,18 +21,6 @@ from ..metrics import psnr_from_mse
 if TYPE_CHECKING:
     from .fit import DIPFitter
 
-TRAJECTORY_COLUMNS = (
-    "image",
-    "iteration",
-    "loss",
-    "psnr_obs",
-    "psnr_clean",
-    "psnr_clean_ema",
-    "wmv",
-    "elapsed_s",
-    "backtracked",
-)
-
 
 @dataclass
 class FitResult:

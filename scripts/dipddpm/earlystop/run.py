@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..dip.defaults import DIP_DEFAULTS
 from ..dip.fit import FitResult, fit_dip
 from ..operators import Operator
 from .registry import TRAINING_VARIANTS, Problem, TrainingVariant, merge_params
@@ -52,10 +53,10 @@ def run_earlystop_cell(
     final_iters: int = 2000,
     rule_params: dict | None = None,
     baseline_params: dict | None = None,
-    lr: float = 0.01,
-    reg_noise_std: float = 1 / 30,
-    exp_weight: float = 0.99,
-    backtrack: bool = True,
+    lr: float = DIP_DEFAULTS.lr,
+    reg_noise_std: float = DIP_DEFAULTS.reg_noise_std,
+    exp_weight: float = DIP_DEFAULTS.exp_weight,
+    backtrack: bool = DIP_DEFAULTS.backtrack,
     device: torch.device | str = "cpu",
     progress: bool = True,
     log_every: int = 1,

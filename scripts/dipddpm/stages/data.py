@@ -8,7 +8,7 @@ import numpy as np
 
 from ..data import build_dataset, to_chw_float
 from ..degrade import degrade
-from ..io import image_grid, load_json, load_npz, save_json, save_npz, save_png
+from ..io import image_grid, load_npz, save_json, save_npz, save_png
 
 log = logging.getLogger("dipddpm")
 
@@ -53,8 +53,3 @@ def degrade_dataset(clean_npz, task_name: str, task: dict, seed: int, out_npz, o
     save_png(out_png, image_grid(preview, ncol=rows))
     save_json(out_json, {"task": task_name, "names": data["names"].tolist(), **degraded.params})
     save_npz(out_npz, names=data["names"], **degraded.arrays())
-
-
-def read_degraded(npz_path, json_path) -> tuple[dict, dict]:
-    """The arrays and parameters of a degraded-data cell."""
-    return load_npz(npz_path), load_json(json_path)

@@ -220,11 +220,13 @@ def run_generate_cell(
     """Unconditional samples from noise at T; records NFE and wall time."""
     model, diffusion, meta, dev = load_for_sampling(ckpt, device, threads)
     generator = torch.Generator().manual_seed(int(cell["sample_seed"]))
+    image_shape = tuple(meta["config"]["image_shape"])
     result = generate(
         model,
         diffusion,
         n,
         int(cell["steps"]),
+        image_shape,
         sampler=cell["sampler"],
         eta=float(cell["eta"]),
         generator=generator,

@@ -71,7 +71,7 @@ def run_dip_cell(
         backtrack=bool(fit["backtrack"]),
         clean=data["clean"],
         device=dev,
-        wmv_window=int(fit.get("wmv_window", 100)),
+        wmv_window=int(fit["wmv_window"]),
     )
     metrics = snapshot_metrics(result, data, cell, dev)
     arrays = {snapshot_key(t): out for t, out in result.snapshots.items()}
