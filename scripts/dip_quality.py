@@ -23,6 +23,7 @@ from dipddpm.device import pick_device
 from dipddpm.dip.fit import DIPFitter
 from dipddpm.dip.models import ARCH_DEFAULTS
 from dipddpm.io import save_csv
+from dipddpm.metrics import psnr_from_mse
 from dipddpm.operators import Operator
 
 
@@ -88,7 +89,7 @@ def main() -> None:
 
 
 def psnr(x: torch.Tensor, ref: torch.Tensor) -> float:
-    return float(-10 * torch.log10(torch.mean((x.clamp(0, 1) - ref) ** 2)))
+    return float(psnr_from_mse(torch.mean((x.clamp(0, 1) - ref) ** 2)))
 
 
 if __name__ == "__main__":

@@ -56,6 +56,7 @@ from dipddpm.ddpm.diffusion import Diffusion, to_model_space
 from dipddpm.ddpm.unet import build_unet, unet_config
 from dipddpm.device import pick_device
 from dipddpm.io import save_csv
+from dipddpm.metrics import psnr_from_mse
 from dipddpm.version import source_hash
 
 log = logging.getLogger("dipddpm")
@@ -193,7 +194,7 @@ def evaluate_x0_psnr(
         xt = diffusion.q_sample(x0, t_batch, noise)
         x0_hat = diffusion.predict_x0(model(xt, t_batch).float(), xt, t_batch).clamp(-1, 1)
         mse = (((x0_hat - x0) / 2.0) ** 2).mean(dim=(1, 2, 3)).clamp_min(1e-12)
-        out[f"psnr_t{t}"] = float((10.0 * torch.log10(1.0 / mse)).mean())
+        out[f"psnr_t{t}"] = float(psnr_from_mse(mse).mean())
     model.train(was_training)
     return out
 
