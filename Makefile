@@ -16,7 +16,7 @@ endif
 SNAKEMAKE := $(BIN)/snakemake --workflow-profile workflow/profiles/local --cores $(CORES) \
 	$(if $(filter-out 0,$(GPUS)),--resources gpu=$(GPUS),) --configfile $(CONFIG) --replace-workflow-config
 
-.PHONY: run test dry-run lint format report clean-venv
+.PHONY: run test dry-run lint format report summary clean-venv
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,15 @@ dry-run: $(BIN)/.installed
 
 report: $(BIN)/.installed
 	$(SNAKEMAKE) --report results/report/snakemake-report.html $(CIFAR10_CONFIG) $(ARGS)
+
+# Copy the last run's tables, figures and report (with the commit and config that made
+# them) to the committed results/summary/. Run it after `make run` on a clean checkout.
+summary:
+	test -f results/report/config_used.json
+	rm -rf results/summary/tables results/summary/figures results/summary/report
+	mkdir -p results/summary/report
+	cp -r results/tables results/figures results/summary/
+	cp results/report/report.md results/report/config_used.json results/summary/report/
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest $(ARGS)

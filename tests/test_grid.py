@@ -62,7 +62,7 @@ def test_every_cell_has_one_path_that_maps_back_to_its_identity(root, name):
 
 def test_paper_config_scales_every_axis(paper):
     cells = grid.cells(paper)
-    assert len(cells["dip"]) > 100 and len(cells["sample"]) > 500
+    assert len(cells["dip"]) > 90 and len(cells["sample"]) > 800
     assert {c["obs_seed"] for c in cells["dip"]} == {"0", "1", "2"}
     assert {c["dip_seed"] for c in cells["dip"]} == {"0"}
 
@@ -123,7 +123,7 @@ SEGMENT = re.compile(r"[A-Za-z0-9_]" + TILDE + r"[A-Za-z0-9_<{]|" + TILDE + r"\{
 
 
 def test_no_path_pattern_is_spelled_outside_the_grid_module(root):
-    """Every key-value path segment and every wildcard segment lives in grid.py."""
+    """Every key-value path segment and every wildcard segment lives in the grid package."""
     files = [
         *root.glob("Snakefile"),
         *root.glob("workflow/**/*.smk"),
@@ -133,9 +133,9 @@ def test_no_path_pattern_is_spelled_outside_the_grid_module(root):
     ]
     offenders = []
     for path in files:
-        if path.name == "grid.py" and path.parent.name == "dipddpm":
+        if path.parent == root / "scripts" / "dipddpm" / "grid":
             continue
         for number, line in enumerate(path.read_text().splitlines(), start=1):
             if SEGMENT.search(line):
                 offenders.append(f"{path.relative_to(root)}:{number}: {line.strip()}")
-    assert not offenders, "path patterns outside grid.py:\n" + "\n".join(offenders)
+    assert not offenders, "path patterns outside the grid package:\n" + "\n".join(offenders)

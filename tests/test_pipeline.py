@@ -14,9 +14,15 @@ from dipddpm import grid
 pytestmark = pytest.mark.slow
 
 DIP_CELL = grid.DIP.path(
-    {"purpose": "restoration", "dataset": "cifar10-test", "task": "denoise-s25",
-     "obs_seed": 0, "arch": "skip", "dip_seed": 0}
-)  # fmt: skip
+    {
+        "purpose": "restoration",
+        "dataset": "cifar10-test",
+        "task": "denoise-s25",
+        "obs_seed": 0,
+        "arch": "skip",
+        "dip_seed": 0,
+    }
+)
 
 
 def tiny_config(root, tiny_archive, inception_weights) -> dict:
@@ -172,7 +178,7 @@ def test_a_second_checkout_sharing_the_venv_runs_its_own_code(
             shutil.copytree(source, copy / part, ignore=ignore)
         else:
             shutil.copy(source, copy / part)
-    grid_py = copy / "scripts" / "dipddpm" / "grid.py"
+    grid_py = copy / "scripts" / "dipddpm" / "grid" / "paths.py"
     grid_py.write_text(grid_py.read_text() + "\n# a change only this checkout has\n")
     digest = hashlib.sha256()
     package = copy / "scripts" / "dipddpm"
@@ -187,3 +193,70 @@ def test_a_second_checkout_sharing_the_venv_runs_its_own_code(
     snakemake(copy, workdir, f"{DIP_CELL}/metrics.csv")
     metrics = pd.read_csv(workdir / DIP_CELL / "metrics.csv", dtype=str)
     assert set(metrics["code_hash"]) == {digest.hexdigest()[:12]}
+
+
+TIMING = ("seconds", "elapsed", "per_s", "started")
+
+
+def comparable(table: pd.DataFrame) -> pd.DataFrame:
+    """A table without its timing columns (wall times differ between runs)."""
+    return table[[c for c in table.columns if not any(t in c for t in TIMING)]]
+
+
+def test_a_run_killed_after_a_checkpoint_resumes_to_the_same_tables(
+    root, workdir, full_run, tiny_archive, inception_weights, tmp_path
+):
+    """SIGKILL the whole pipeline once a DDPM checkpoint exists, rerun it, and every
+    non-timing column of every table equals the uninterrupted run's."""
+    import os
+    import signal
+    import time
+
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    (killed / "tiny.yaml").write_text(
+        yaml.safe_dump(tiny_config(root, tiny_archive, inception_weights))
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--cores",
+        "2",
+        "--snakefile",
+        str(root / "Snakefile"),
+        "--directory",
+        str(killed),
+        "--configfile",
+        str(killed / "tiny.yaml"),
+        "--replace-workflow-config",
+    ]
+    process = subprocess.Popen(
+        command,
+        cwd=killed,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    train_root = killed / grid.RESULTS / grid.TRAIN.root
+    deadline = time.time() + 300
+    while not list(train_root.rglob(grid.CHECKPOINT_GLOB)) and time.time() < deadline:
+        assert process.poll() is None, "the pipeline ended before its first checkpoint"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (killed / grid.REPORT / "report.md").exists()
+    snakemake(root, killed, "--unlock")
+    snakemake(root, killed, "--rerun-incomplete")
+    for path in sorted((workdir / grid.TABLES).glob("*.csv")):
+        want = comparable(pd.read_csv(path))
+        got = comparable(pd.read_csv(killed / grid.TABLES / path.name))
+        pd.testing.assert_frame_equal(got, want, obj=path.name)
+
+
+def test_force_rebuilds_one_cell_alone(root, workdir, full_run):
+    """The README's way to recompute one cell schedules that cell and nothing else."""
+    jobs = scheduled_jobs(
+        snakemake(root, workdir, "--dry-run", "--force", f"{DIP_CELL}/metrics.csv")
+    )
+    assert jobs == {"fit_dip": 1, "total": 1}

@@ -231,7 +231,9 @@ def _sorted(frame: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
     """Rows in a stable, readable order: methods in METHOD_ORDER, numbers numerically."""
     if frame.empty:
         return frame
-    keys = [c for c in by if c in frame.columns]
+    # Where and what first (purpose, dataset, task, method), then the remaining axes.
+    leading = [c for c in ("purpose", "dataset", "task", "method") if c in by]
+    keys = [c for c in leading + [c for c in by if c not in leading] if c in frame.columns]
 
     def order(column: pd.Series) -> pd.Series:
         if column.name == "method":

@@ -1,6 +1,6 @@
 # Configuration loading and validation, input functions and global wildcard constraints
 # shared by every rule file. The experimental design (which cells exist, where each lives)
-# is scripts/dipddpm/grid.py: this file only turns it into Snakemake targets.
+# is the package scripts/dipddpm/grid/: this file only turns it into Snakemake targets.
 import os
 import sys
 from pathlib import Path

@@ -1,0 +1,33 @@
+"""The experimental design: which cells a configuration asks for, and where each one lives.
+
+This module is the single owner of cell identity. A cell is one cached result (a DIP fit, a
+trained DDPM, a sampling run, ...) named by the values of its *axes*. Each axis has one
+identity column (also the Snakemake wildcard name) and one path key, so a cell's folder is
+``<root>/<key>~<value>/...`` (Snakemake's Paramspace style) and every path maps back to the
+identity it was made from (:func:`parse`). Every rule file, adapter and stage takes its paths
+from here; no other file spells a ``key~`` path segment.
+
+Values are canonical strings: integers without leading zeros, floats in ``%g`` form and
+``none`` for an axis that does not apply to a cell, so ``seed~00`` or ``lam~.`` cannot name a
+cell. Rows written by a cell carry every column of :data:`IDENTITY_COLUMNS` (``none`` where
+an axis does not apply), so aggregation groups by declared columns and never reads a path.
+"""
+
+from .design import (
+    cells,
+    clean_cells,
+    convergence_t0,
+    dip_cells,
+    earlystop_cells,
+    generate_cells,
+    generation,
+    observation_cells,
+    observation_seeds,
+    prior_iters,
+    qualitative_cells,
+    sample_cells,
+    task_kind,
+    train_cells,
+    train_modes,
+)
+from .paths import *  # noqa: F403  (axes, kinds, paths, identity: the contract itself)
