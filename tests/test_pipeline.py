@@ -40,8 +40,8 @@ def workdir(root, tiny_archive, inception_weights, tmp_path_factory):
     return workdir
 
 
-def snakemake(root, workdir, *args, config="tiny.yaml") -> subprocess.CompletedProcess:
-    command = [
+def snakemake_command(root, workdir, *args, config="tiny.yaml") -> list[str]:
+    return [
         sys.executable,
         "-m",
         "snakemake",
@@ -56,6 +56,10 @@ def snakemake(root, workdir, *args, config="tiny.yaml") -> subprocess.CompletedP
         str(workdir / config),
         "--replace-workflow-config",
     ]
+
+
+def snakemake(root, workdir, *args, config="tiny.yaml") -> subprocess.CompletedProcess:
+    command = snakemake_command(root, workdir, *args, config=config)
     result = subprocess.run(command, capture_output=True, text=True, cwd=workdir)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
@@ -217,20 +221,7 @@ def test_a_run_killed_after_a_checkpoint_resumes_to_the_same_tables(
     (killed / "tiny.yaml").write_text(
         yaml.safe_dump(tiny_config(root, tiny_archive, inception_weights))
     )
-    command = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--cores",
-        "2",
-        "--snakefile",
-        str(root / "Snakefile"),
-        "--directory",
-        str(killed),
-        "--configfile",
-        str(killed / "tiny.yaml"),
-        "--replace-workflow-config",
-    ]
+    command = snakemake_command(root, killed)
     process = subprocess.Popen(
         command,
         cwd=killed,
