@@ -273,3 +273,22 @@ def test_writers_produce_csv_markdown_and_all_cells(cells, tmp_path):
     back = agg.collect([tmp_path / "all_cells.csv"])
     assert len(back) == len(frame)
     assert pd.read_csv(tmp_path / "all_cells.csv").columns[0] == "stage"
+
+
+def test_an_all_digit_commit_is_one_version_across_csv_and_json_cells(cells, tmp_path):
+    frame = agg.collect(cells)
+    frame["code_commit"] = "1287910"
+    save_csv(tmp_path / "all.csv", frame)
+    fid = tmp_path / "fid.json"
+    identity = grid.full_identity(_sample_cell(FULL, "noise", 1000, 10), "ddpm-noise")
+    save_json(
+        fid,
+        {
+            "identity": identity,
+            "fid": 1.0,
+            "code_commit": "1287910",
+            "code_hash": frame["code_hash"].iloc[0],
+        },
+    )
+    versions = agg.code_versions(agg.collect([tmp_path / "all.csv"]), agg.collect_json([fid]))
+    assert len(versions) == 1

@@ -53,10 +53,11 @@ def _read_cell_csv(path: Path) -> pd.DataFrame:
         raise ValueError(f"collect: result file not found: {path}")
     try:
         # Identity values are canonical strings ("none", "0.5", "sigma"): read them as such,
-        # so "1" and 1.0 cannot form two groups and "none" cannot turn a column into NaN.
+        # so "1" and 1.0 cannot form two groups and "none" cannot turn a column into NaN;
+        # likewise a commit such as "1287910" must stay a string.
         frame = pd.read_csv(
             path,
-            dtype=dict.fromkeys(grid.IDENTITY_COLUMNS, str),
+            dtype=dict.fromkeys((*grid.IDENTITY_COLUMNS, *VERSION_COLUMNS), str),
             keep_default_na=False,
             na_values=[""],
         )
