@@ -254,6 +254,23 @@ def earlystop_curves(
     return save_figure(fig, stem)
 
 
+def _one_box_per_fit(earlystop: pd.DataFrame) -> pd.DataFrame:
+    """Rows labelled by the fit they stop: a rule on the plain fit is one box whatever the
+    ablation cell (every cell refits the same plain DIP, so its rows are kept once); a rule
+    that changes training is one box per setting (schedule, stages, sigma_max)."""
+    rows = earlystop.copy()
+    ablation = [c for c in ("es_schedule", "stages", "sigma_max") if c in rows.columns]
+    plain = rows["run"].astype(str).eq("plain") if "run" in rows.columns else True
+    setting = rows[ablation].astype(str).agg(" ".join, axis=1) if ablation else ""
+    rows["box"] = rows["rule"].astype(str).where(plain, rows["rule"].astype(str) + "\n" + setting)
+    fit = [
+        c
+        for c in ("box", "image", "dataset", "task", "arch", "obs_seed", "dip_seed")
+        if c in rows.columns
+    ]
+    return rows.drop_duplicates(fit)
+
+
 def gap_distribution(earlystop: pd.DataFrame, stem: str | os.PathLike) -> list[Path]:
     """PSNR below the plain-DIP oracle on the same image, observation and seed (dB), one
     box per rule: the bound every rule is held to (a run's own peak would flatter the
@@ -262,7 +279,8 @@ def gap_distribution(earlystop: pd.DataFrame, stem: str | os.PathLike) -> list[P
         return no_data_figure(stem, "early-stopping gap distribution")
     earlystop = earlystop[~earlystop["rule"].astype(str).str.contains("oracle")]
     groups = [
-        (str(rule), g["gap_plain_db"].dropna().to_numpy()) for rule, g in earlystop.groupby("rule")
+        (rule, g["gap_plain_db"].dropna().to_numpy())
+        for rule, g in _one_box_per_fit(earlystop).groupby("box", sort=False)
     ]
     groups = [(rule, gaps) for rule, gaps in groups if len(gaps)]
     if not groups:
