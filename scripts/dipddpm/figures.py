@@ -260,7 +260,8 @@ def _one_box_per_fit(earlystop: pd.DataFrame) -> pd.DataFrame:
     that changes training is one box per setting (schedule, stages, sigma_max)."""
     rows = earlystop.copy()
     ablation = [c for c in ("es_schedule", "stages", "sigma_max") if c in rows.columns]
-    plain = rows["run"].astype(str).eq("plain") if "run" in rows.columns else True
+    run = rows["run"] if "run" in rows.columns else pd.Series("plain", index=rows.index)
+    plain = run.astype(str).eq("plain")
     setting = rows[ablation].astype(str).agg(" ".join, axis=1) if ablation else ""
     rows["box"] = rows["rule"].astype(str).where(plain, rows["rule"].astype(str) + "\n" + setting)
     fit = [
