@@ -255,21 +255,15 @@ def earlystop_curves(
 
 
 def _one_box_per_fit(earlystop: pd.DataFrame) -> pd.DataFrame:
-    """Rows labelled by the fit they stop: a rule on the plain fit is one box whatever the
-    ablation cell (every cell refits the same plain DIP, so its rows are kept once); a rule
-    that changes training is one box per setting (schedule, stages, sigma_max)."""
+    """Rows labelled by rule and ablation setting (schedule, stages, sigma_max) where the
+    frame holds several: each cell fits its own plain DIP, whose length follows the
+    progressive run's, so even a plain-fit rule such as ES-WMV can stop elsewhere."""
     rows = earlystop.copy()
     ablation = [c for c in ("es_schedule", "stages", "sigma_max") if c in rows.columns]
-    run = rows["run"] if "run" in rows.columns else pd.Series("plain", index=rows.index)
-    plain = run.astype(str).eq("plain")
-    setting = rows[ablation].astype(str).agg(" ".join, axis=1) if ablation else ""
-    rows["box"] = rows["rule"].astype(str).where(plain, rows["rule"].astype(str) + "\n" + setting)
-    fit = [
-        c
-        for c in ("box", "image", "dataset", "task", "arch", "obs_seed", "dip_seed")
-        if c in rows.columns
-    ]
-    return rows.drop_duplicates(fit)
+    setting = rows[ablation].astype(str).agg(" ".join, axis=1) if ablation else None
+    several = setting is not None and setting.nunique() > 1
+    rows["box"] = rows["rule"].astype(str) + ("\n" + setting if several else "")
+    return rows
 
 
 def gap_distribution(earlystop: pd.DataFrame, stem: str | os.PathLike) -> list[Path]:
