@@ -106,7 +106,9 @@ def earlystop_settings(wildcards):
         "arch": dip["archs"][wildcards.arch],
         "es": {key: es[key] for key in keys}
         | {"wmv_patience": es["wmv_patience"], "noise": es["noise"]},
-        "dip": {key: dip[key] for key in ("lr", "reg_noise_std", "exp_weight", "backtrack")},
+        "dip": {
+            key: dip[key] for key in ("lr", "reg_noise_std", "exp_weight", "backtrack")
+        },
     }
 
 
