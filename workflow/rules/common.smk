@@ -12,8 +12,8 @@ from snakemake.utils import validate
 # run their own code.
 LIBRARY = str(Path(workflow.basedir) / "scripts")
 sys.path.insert(0, LIBRARY)
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    [LIBRARY, *filter(None, [os.environ.get("PYTHONPATH")])]
+os.environ.update(
+    PYTHONPATH=os.pathsep.join([LIBRARY, *filter(None, [os.environ.get("PYTHONPATH")])])
 )
 from dipddpm import grid  # noqa: E402
 from dipddpm.config import ConfigError, load_schema, validate_config  # noqa: E402
