@@ -13,4 +13,7 @@ with log_to(snakemake.log[0]):
         out_npz=snakemake.output.npz,
         out_json=snakemake.output.json,
         out_preview=snakemake.output.preview,
+        reference_npz=snakemake.input.reference,
+        weights=snakemake.params.weights,
+        out_fid=snakemake.output.fid,
     )

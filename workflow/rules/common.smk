@@ -120,6 +120,13 @@ def observation_input(wildcards):
     }
 
 
+def fid_reference_input():
+    """The cached Inception statistics every sample set is scored against."""
+    return grid.REFERENCE.path(
+        {"dataset": config["metrics"]["reference"]}, "inception.npz"
+    )
+
+
 def checkpoint_input(wildcards):
     return grid.checkpoint_path(dict(wildcards))
 

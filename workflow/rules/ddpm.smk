@@ -1,6 +1,7 @@
 # DDPM: training cells (full and truncated, each checkpoint its own target) and the
 # sampling cells of Example 1 (start from noise, from the observation, from a DIP prior,
-# DIP-guided), plus unconditional generation.
+# DIP-guided), plus unconditional generation. Each sampling job also scores its set with
+# FID/KID against the cached reference statistics.
 
 
 rule train_ddpm:
@@ -44,10 +45,12 @@ rule sample_ddpm:
         unpack(observation_input),
         ckpt=checkpoint_input,
         prior=prior_input,
+        reference=fid_reference_input(),
     output:
         npz=grid.SAMPLE.file("samples.npz"),
         metrics=grid.SAMPLE.file("metrics.csv"),
         json=grid.SAMPLE.file("params.json"),
+        fid=grid.SAMPLE.file("fid.json"),
         preview=report(
             grid.SAMPLE.file("preview.png"),
             caption="../report/sample_cell.rst",
@@ -69,6 +72,7 @@ rule sample_ddpm:
         runtime=60,
     params:
         identity=lambda wc: cell_of(grid.SAMPLE, wc),
+        weights=config["metrics"]["inception_weights"],
         device=config["device"],
     script:
         "../../scripts/sample_ddpm.py"
@@ -77,9 +81,11 @@ rule sample_ddpm:
 rule generate_ddpm:
     input:
         ckpt=checkpoint_input,
+        reference=fid_reference_input(),
     output:
         npz=grid.GENERATE.file("samples.npz"),
         json=grid.GENERATE.file("params.json"),
+        fid=grid.GENERATE.file("fid.json"),
         preview=report(
             grid.GENERATE.file("preview.png"),
             caption="../report/generate_cell.rst",
@@ -100,6 +106,7 @@ rule generate_ddpm:
     params:
         identity=lambda wc: cell_of(grid.GENERATE, wc),
         n=config["ddpm"]["sample"]["generate"],
+        weights=config["metrics"]["inception_weights"],
         device=config["device"],
     script:
         "../../scripts/generate_ddpm.py"

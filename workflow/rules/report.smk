@@ -1,5 +1,5 @@
-# Evaluation and reporting: FID cells against cached reference statistics, the tidy
-# table of every cell, summary tables, figures and the generated report.
+# Evaluation and reporting: the cached FID reference statistics, the tidy table of every
+# cell, summary tables, figures and the generated report.
 
 
 rule fid_reference:
@@ -22,32 +22,6 @@ rule fid_reference:
         device=config["device"],
     script:
         "../../scripts/fid_reference.py"
-
-
-rule fid:
-    input:
-        samples=f"{grid.SAMPLE_SET}/samples.npz",
-        cell=f"{grid.SAMPLE_SET}/params.json",
-        reference=grid.REFERENCE.path(
-            {"dataset": config["metrics"]["reference"]}, "inception.npz"
-        ),
-    output:
-        json=f"{grid.SAMPLE_SET}/fid.json",
-    log:
-        f"{grid.LOGS}/metrics/fid/{{sampleset}}.log",
-    group:
-        "sample"
-    conda:
-        "../../environment.yml"
-    threads: 1
-    resources:
-        gpu=1,
-        runtime=60,
-    params:
-        weights=config["metrics"]["inception_weights"],
-        device=config["device"],
-    script:
-        "../../scripts/fid.py"
 
 
 rule aggregate:

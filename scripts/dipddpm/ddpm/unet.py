@@ -90,9 +90,14 @@ class AttnBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
-        q, k, v = self.qkv(self.norm(x)).reshape(n, 3, c, h * w).transpose(2, 3).unbind(1)
-        out = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None])[:, 0]
-        return x + self.proj(out.transpose(1, 2).reshape(n, c, h, w))
+        # Pixels as tokens (N, HW, C): the 1x1 convs become plain matmuls and q, k, v come
+        # out in the layout CPU flash attention takes, with no copies in between.
+        tokens = self.norm(x).flatten(2).transpose(1, 2)
+        qkv = F.linear(tokens, self.qkv.weight.flatten(1), self.qkv.bias)
+        q, k, v = qkv.unflatten(-1, (3, c)).unsqueeze(1).unbind(-2)
+        out = F.scaled_dot_product_attention(q, k, v).squeeze(1)
+        out = F.linear(out, self.proj.weight.flatten(1), self.proj.bias)
+        return x + out.transpose(1, 2).reshape(n, c, h, w)
 
 
 class Downsample(nn.Module):

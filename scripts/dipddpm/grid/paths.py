@@ -169,10 +169,6 @@ KINDS = {
     k.name: k for k in (CLEAN, OBSERVATION, DIP, TRAIN, SAMPLE, GENERATE, EARLYSTOP, REFERENCE)
 }
 
-# A sample set is the folder of a sampling or generation cell; FID reads either.
-SAMPLE_SET_ROOT = f"{RESULTS}/ddpm"
-SAMPLE_SET = f"{SAMPLE_SET_ROOT}/{{sampleset}}"
-SAMPLE_SET_PATTERN = f"(?:{SAMPLE.root[5:]}|{GENERATE.root[5:]})/.+"
 TABLES = f"{RESULTS}/tables"
 FIGURES = f"{RESULTS}/figures"
 REPORT = f"{RESULTS}/report"
@@ -182,10 +178,8 @@ BENCHMARKS = f"{RESULTS}/benchmarks"
 
 def wildcard_constraints() -> dict[str, str]:
     """Global Snakemake wildcard constraints: one per axis (its canonical values, or
-    ``none`` where it does not apply), plus the sample-set folder."""
-    return {column: f"{axis.pattern}|{NONE}" for column, axis in AXES.items()} | {
-        "sampleset": SAMPLE_SET_PATTERN
-    }
+    ``none`` where it does not apply)."""
+    return {column: f"{axis.pattern}|{NONE}" for column, axis in AXES.items()}
 
 
 def parse(path: str | Path) -> dict[str, str]:

@@ -27,6 +27,7 @@ from ..io import image_grid, load_json, load_npz, save_csv, save_json, save_npz,
 from ..metrics import per_image_metrics
 from ..operators import Operator
 from .dip import snapshot_key
+from .report import write_fid
 
 log = logging.getLogger("dipddpm")
 
@@ -143,8 +144,12 @@ def run_sample_cell(
     out_metrics,
     out_json,
     out_preview,
+    reference_npz,
+    weights,
+    out_fid,
 ) -> None:
-    """Restore a degraded set with a trained DDPM from one start point; write metrics.
+    """Restore a degraded set with a trained DDPM from one start point; write metrics and
+    the set's FID/KID against ``reference_npz`` (Inception ``weights``).
 
     ``cell`` is the sampling cell's identity (grid.SAMPLE axes): its start, t0, sampler,
     eta, steps, lam and sample seed say how to sample, its prior axes which DIP output."""
@@ -194,6 +199,8 @@ def run_sample_cell(
         },
     )
     save_npz(out_npz, samples=result.images)
+    identity = grid.full_identity(cell, method)
+    write_fid(result.images, identity, result.nfe, reference_npz, weights, device, out_fid)
 
 
 def check_trained_range(meta: dict, t_start: int, ckpt) -> None:
@@ -216,8 +223,11 @@ def run_generate_cell(
     out_npz,
     out_json,
     out_preview,
+    reference_npz,
+    weights,
+    out_fid,
 ) -> None:
-    """Unconditional samples from noise at T; records NFE and wall time."""
+    """Unconditional samples from noise at T; records NFE, wall time and FID/KID."""
     model, diffusion, meta, dev = load_for_sampling(ckpt, device, threads)
     generator = torch.Generator().manual_seed(int(cell["sample_seed"]))
     image_shape = tuple(meta["config"]["image_shape"])
@@ -232,11 +242,12 @@ def run_generate_cell(
         generator=generator,
     )
     save_png(out_preview, image_grid(result.images[:64]))
-    identity = {**cell, "purpose": "generation", "start": "noise", "t0": diffusion.T}
+    cell = {**cell, "purpose": "generation", "start": "noise", "t0": diffusion.T}
+    identity = grid.full_identity(cell, "ddpm-noise")
     save_json(
         out_json,
         {
-            "identity": grid.full_identity(identity, "ddpm-noise"),
+            "identity": identity,
             "n": n,
             "nfe": result.nfe,
             "seconds": result.seconds,
@@ -245,3 +256,4 @@ def run_generate_cell(
         },
     )
     save_npz(out_npz, samples=result.images)
+    write_fid(result.images, identity, result.nfe, reference_npz, weights, device, out_fid)

@@ -1,4 +1,4 @@
-"""Evaluation and reporting stage: FID cells, aggregation, figures and the report."""
+"""Evaluation and reporting stage: FID of a sample set, aggregation, figures and the report."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 
 from .. import aggregate, figures
 from ..fid import fid_kid, reference_stats
-from ..io import load_json, load_npz, save_csv, save_json
+from ..io import load_npz, save_csv, save_json
 from ..report import write_report
 from ..version import code_version, git_commit
 
@@ -39,13 +39,13 @@ def run_fid_reference(clean_npz, weights, device: str, out_npz) -> None:
     )
 
 
-def run_fid_cell(samples_npz, cell_json, reference_npz, weights, device: str, out_json) -> None:
-    """FID/KID of one sample set; records 'unavailable' with the reason instead of failing."""
-    samples = load_npz(samples_npz)["samples"]
-    cell = load_json(cell_json)
-    result = fid_kid(samples, reference_npz, weights=weights, device=device)
-    record = {"identity": cell["identity"], "nfe": cell.get("nfe")}
-    save_json(out_json, {**record, **result, "stage": "fid", **code_version()})
+def write_fid(images, identity: dict, nfe, reference_npz, weights, device: str, out_json) -> None:
+    """FID/KID of one sample set, written next to it with the set's identity; records
+    'unavailable' with the reason instead of failing. Computed in the job that sampled the
+    set, so no second process loads torch and the samples again."""
+    result = fid_kid(images, reference_npz, weights=weights, device=device)
+    record = {"identity": identity, "nfe": nfe, **result, "stage": "fid", **code_version()}
+    save_json(out_json, record)
 
 
 def run_aggregate(
