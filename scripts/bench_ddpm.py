@@ -149,17 +149,27 @@ def time_training(run: Run, device: torch.device, steps: int, repeats: int = 1) 
     return best
 
 
+@torch.no_grad()
+def trained_like(model: nn.Module) -> nn.Module:
+    """Perturb every weight, so that no layer is still zero as after our initialisation;
+    a sampling job loads trained weights."""
+    gen = torch.Generator().manual_seed(0)
+    for param in model.parameters():
+        param.add_(torch.randn(param.shape, generator=gen), alpha=0.02)
+    return model
+
+
 def save_for_loading(impl: str, preset: str, folder: Path) -> Path:
     """A checkpoint file as a sampling job finds it (ours: the training format)."""
     torch.manual_seed(0)
     path = folder / f"{impl}-{preset}.pt"
     if impl == "ours":
-        model = build_unet(preset)
+        model = trained_like(build_unet(preset))
         config = {"preset": preset, "unet": {}, "schedule": "linear", "T": 1000}
         state = {"model": {}, "ema": model.state_dict(), "step": 0, "config": config}
         torch.save({**state, "config": {**config, "prediction": "eps"}}, path)
     else:
-        torch.save(build_diffusers(preset).state_dict(), path)
+        torch.save(trained_like(build_diffusers(preset)).state_dict(), path)
     return path
 
 
@@ -279,6 +289,28 @@ def measure(
     return row
 
 
+def profile_network(preset: str, impl: str, batch: int, train: bool, rows: int = 12) -> str:
+    """Top operators by self CPU time of one network evaluation (with backward if
+    ``train``): where the time goes when a speed-up is out of reach."""
+    model = trained_like(build_unet(preset) if impl == "ours" else build_diffusers(preset))
+    model.train(train)
+    x = torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    t = torch.full((batch,), 500)
+
+    def evaluate() -> None:
+        with torch.set_grad_enabled(train):
+            out = model(x, t)
+        if train:
+            out.square().mean().backward()
+
+    evaluate()
+    with torch.profiler.profile() as prof:
+        evaluate()
+    title = f"{preset} {impl} {'forward+backward' if train else 'forward (no grad)'}"
+    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+    return f"{title}, batch {batch}\n{table}"
+
+
 def speedups(table: pd.DataFrame) -> pd.DataFrame:
     """Ours / diffusers per device, preset and variant (>1: ours is faster)."""
     keys = ["device", "preset", "variant"]
@@ -299,6 +331,9 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also time torch.compile on CPU")
     parser.add_argument("--repeats", type=int, default=1, help="timed windows; best is kept")
     parser.add_argument("--no-diffusers", action="store_true")
+    parser.add_argument(
+        "--profile", action="store_true", help="also print the top operators, ours and diffusers"
+    )
     parser.add_argument("--out", help="write the table and device info to this JSON file")
     args = parser.parse_args()
     if args.threads:
@@ -307,6 +342,12 @@ def main() -> None:
     print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     if set(table.impl) == {"ours", "diffusers"}:
         print(speedups(table).to_string(float_format=lambda v: f"{v:.2f}"))
+    if args.profile:
+        for preset in args.presets:
+            batch = args.batch or (32 if preset == "tiny" else 8)
+            for train in (False, True):
+                for impl in ("ours", "diffusers"):
+                    print(profile_network(preset, impl, batch, train), flush=True)
     if args.out:
         info = describe_device(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
         save_json(args.out, {"device": info, "rows": table.to_dict(orient="records")})

@@ -95,3 +95,19 @@ def test_benchmarked_diffusers_network_has_our_size_and_flops(bench_ddpm, preset
     ours, theirs = build_unet(preset), bench_ddpm.build_diffusers(preset)
     assert count_parameters(ours) == count_parameters(theirs)
     assert bench_ddpm.flops_per_eval(ours) == bench_ddpm.flops_per_eval(theirs)
+
+
+def test_weights_stored_in_the_standard_layout_load_to_the_same_network():
+    # Checkpoints written before the channels-last layout hold contiguous (NCHW) weights.
+    torch.manual_seed(0)
+    model = build_unet("tiny", ch=8, ch_mult=(1, 2), attn=(4,), image_size=8, norm_groups=4)
+    nn.init.normal_(model.conv_out.weight, std=0.05)
+    old_layout = {k: v.contiguous() for k, v in model.state_dict().items()}
+    torch.manual_seed(1)
+    loaded = build_unet("tiny", ch=8, ch_mult=(1, 2), attn=(4,), image_size=8, norm_groups=4)
+    loaded.load_state_dict(old_layout)
+    x, t = torch.randn(2, 3, 8, 8), torch.tensor([3, 30])
+    with torch.no_grad():
+        out = loaded.eval()(x, t)
+        torch.testing.assert_close(out, model.eval()(x, t), atol=0, rtol=0)
+    assert out.is_contiguous()

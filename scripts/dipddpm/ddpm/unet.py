@@ -45,6 +45,10 @@ def _norm(channels: int, groups: int) -> nn.GroupNorm:
     return nn.GroupNorm(math.gcd(groups, channels), channels, eps=1e-6)
 
 
+def _norm_silu(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
+    return F.silu(norm(x), inplace=not torch.is_grad_enabled())
+
+
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     """Sinusoidal embedding of (N,) timesteps, as in the Transformer and Ho et al."""
     half = dim // 2
@@ -71,10 +75,12 @@ class ResBlock(nn.Module):
         nn.init.zeros_(self.conv2.bias)
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = h + self.temb_proj(F.silu(temb))[:, :, None, None]
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
-        return self.skip(x) + h
+        # In place where autograd allows: the convs' outputs are saved by nothing, and
+        # a norm's output only by the SiLU's backward.
+        h = self.conv1(_norm_silu(self.norm1, x))
+        h += self.temb_proj(F.silu(temb))[:, :, None, None]
+        h = self.conv2(self.dropout(_norm_silu(self.norm2, h)))
+        return h.add_(self.skip(x))
 
 
 class AttnBlock(nn.Module):
@@ -185,6 +191,9 @@ class UNet(nn.Module):
         self.conv_out = nn.Conv2d(cur, out_channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
+        # Channels-last activations and weights let oneDNN convolve without reordering
+        # either, and make the attention's token view contiguous.
+        self.to(memory_format=torch.channels_last)
 
     def _run(self, layers: nn.ModuleList, h: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
         for layer in layers:
@@ -199,7 +208,7 @@ class UNet(nn.Module):
                 f"got shape {tuple(x.shape)}"
             )
         temb = self.temb(timestep_embedding(t.reshape(-1).expand(x.shape[0]), self.ch))
-        hs = [self.conv_in(x)]
+        hs = [self.conv_in(x.contiguous(memory_format=torch.channels_last))]
         for layers in self.down:
             hs.append(self._run(layers, hs[-1], temb))
         h = self._run(self.mid, hs[-1], temb)
@@ -207,7 +216,7 @@ class UNet(nn.Module):
             if isinstance(layers[0], ResBlock):
                 h = torch.cat([h, hs.pop()], dim=1)
             h = self._run(layers, h, temb)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        return self.conv_out(_norm_silu(self.norm_out, h)).contiguous()
 
 
 def unet_config(preset: str, **overrides: Any) -> dict[str, Any]:
