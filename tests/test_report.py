@@ -252,3 +252,19 @@ def test_figures_degrade_to_a_no_data_figure(tmp_path):
         paths = call(tmp_path / name)
         assert [p.name for p in paths] == [f"{name}.png", f"{name}.pdf"]
         assert all(p.is_file() for p in paths)
+
+
+def test_the_recorded_config_names_paths_relative_to_the_repository(tmp_path):
+    from dipddpm.stages.report import relative_paths
+
+    repo = tmp_path / "repo"
+    config = {
+        "data": {"cifar10": {"path": str(tmp_path / "shared" / "c-{split}.tar.gz")}},
+        "tasks": [{"mask": str(repo / "masks" / "m.png")}],
+        "n": 3,
+        "rel": "a/b",
+    }
+    got = relative_paths(config, repo)
+    assert got["data"]["cifar10"]["path"] == "../shared/c-{split}.tar.gz"
+    assert got["tasks"][0]["mask"] == "masks/m.png"
+    assert got["n"] == 3 and got["rel"] == "a/b"

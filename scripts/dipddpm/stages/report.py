@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -137,6 +138,18 @@ def load_panels(qualitative: dict) -> dict:
     return panels
 
 
+def relative_paths(value, repo):
+    """The config with every absolute path written relative to the repository, so a
+    committed summary names no directory of the machine that ran it."""
+    if isinstance(value, dict):
+        return {key: relative_paths(item, repo) for key, item in value.items()}
+    if isinstance(value, list):
+        return [relative_paths(item, repo) for item in value]
+    if isinstance(value, str) and os.path.isabs(value):
+        return os.path.relpath(value, Path(repo).resolve())
+    return value
+
+
 def run_report(
     table_dir, figure_dir, versions_csv, config: dict, out_md, out_config, repo="."
 ) -> None:
@@ -147,6 +160,7 @@ def run_report(
         if (Path(figure_dir) / f"{name}.png").exists()
     }
     commit = git_commit(repo)
+    config = relative_paths(config, repo)
     versions = pd.read_csv(versions_csv, dtype=str)
     write_report(read_tables(table_dir), figure_paths, config, commit, out_md, versions)
     save_json(
