@@ -13,10 +13,11 @@ ARGS ?=
 ifneq ($(CIFAR10),)
 CIFAR10_CONFIG := --config 'data={"cifar10": {"source": "archive", "path": "$(abspath $(CIFAR10))/cifar10-jpeg-{split}.tar.gz"}}'
 endif
-SNAKEMAKE := $(BIN)/snakemake --workflow-profile workflow/profiles/local --cores $(CORES) \
-	$(if $(filter-out 0,$(GPUS)),--resources gpu=$(GPUS),) --configfile $(CONFIG) --replace-workflow-config
+SNAKEMAKE_ANY := $(BIN)/snakemake --workflow-profile workflow/profiles/local --cores $(CORES) \
+	$(if $(filter-out 0,$(GPUS)),--resources gpu=$(GPUS),) --replace-workflow-config
+SNAKEMAKE := $(SNAKEMAKE_ANY) --configfile $(CONFIG)
 
-.PHONY: run test dry-run lint format report summary clean-venv
+.PHONY: run study test dry-run lint format report summary clean-venv
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +42,12 @@ summary:
 	mkdir -p results/summary/report
 	cp -r results/tables results/figures results/summary/
 	cp results/report/report.md results/report/config_used.json results/summary/report/
+
+# config/study.yaml in parts, each a Snakemake target: make study PART=models CIFAR10=...
+STUDY_CONFIG ?= config/study.yaml
+PART ?= models
+study: $(BIN)/.installed
+	$(SNAKEMAKE_ANY) --configfile $(STUDY_CONFIG) $(CIFAR10_CONFIG) $(PART) $(ARGS)
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest $(ARGS)

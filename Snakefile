@@ -20,3 +20,9 @@ rule all:
     default_target: True
     input:
         all_targets(),
+
+
+# The study runs in parts, each a target of its own (make study PART=models).
+rule models:
+    input:
+        model_targets(),

@@ -189,6 +189,28 @@ def training_curves(curves: pd.DataFrame, stem: str | os.PathLike) -> list[Path]
     return save_figure(fig, stem)
 
 
+def model_convergence(
+    table: pd.DataFrame, model_keys: Sequence[str], stem: str | os.PathLike
+) -> list[Path]:
+    """Held-out x0 PSNR (mean over the evaluation steps) of each model against images seen
+    and against training seconds: modes compared at equal data and at equal compute."""
+    if _missing(table, ["images_seen", "train_seconds", "psnr_mean"]):
+        return no_data_figure(stem, "DDPM training convergence")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5), sharey=True)
+    for key, group in table.groupby(list(model_keys), sort=True):
+        values = dict(zip(model_keys, key if isinstance(key, tuple) else (key,), strict=True))
+        label = f"{values.get('mode', '?')} (t_max={values.get('t_max', '?')})"
+        group = group.sort_values("step")
+        for ax, x in zip(axes, ("images_seen", "train_seconds"), strict=True):
+            ax.plot(group[x], group["psnr_mean"], marker="o", markersize=3, label=label)
+    axes[0].set_xscale("log")
+    axes[0].set_xlabel("training images seen")
+    axes[1].set_xlabel("training seconds (job's own clock, evaluation excluded)")
+    axes[0].set_ylabel("held-out one-shot x0 PSNR (dB)")
+    axes[0].legend(fontsize=7)
+    return save_figure(fig, stem)
+
+
 def qualitative_grid(
     panels: Mapping[str, np.ndarray | None],
     stem: str | os.PathLike,

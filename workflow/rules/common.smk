@@ -127,7 +127,17 @@ def fid_reference_input():
     )
 
 
+MODEL_STORE = config["ddpm"].get("model_store")
+# Where the models part writes its summary: next to the stored weights when a store is
+# configured (the study commits it), else with the other tables.
+MODELS_SUMMARY = MODEL_STORE or grid.TABLES
+
+
 def checkpoint_input(wildcards):
+    """The weights a sampling cell reads: the model store's copy when one is configured
+    (committed weights are used as they are, with no retraining), else the training cell's."""
+    if MODEL_STORE:
+        return grid.stored_checkpoint_path(dict(wildcards), MODEL_STORE)
     return grid.checkpoint_path(dict(wildcards))
 
 
@@ -149,6 +159,23 @@ def dip_targets(name="metrics.csv"):
 
 def training_targets():
     return files(grid.TRAIN, grid.train_cells(config), "curve.csv")
+
+
+def model_targets():
+    """The models part: every training cell, its stored final weights (with a model store)
+    and the convergence summary."""
+    summary = [
+        f"{MODELS_SUMMARY}/model_convergence.csv",
+        f"{MODELS_SUMMARY}/model_verdicts.csv",
+        f"{MODELS_SUMMARY}/model_convergence.png",
+    ]
+    final = {"ckpt": config["ddpm"]["steps"]}
+    stored = [
+        grid.stored_checkpoint_path({**cell, **final}, MODEL_STORE)
+        for cell in grid.train_cells(config)
+        if MODEL_STORE
+    ]
+    return training_targets() + stored + summary
 
 
 def sample_targets():

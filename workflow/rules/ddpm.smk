@@ -40,6 +40,44 @@ rule train_ddpm:
         "../../scripts/train_ddpm.py"
 
 
+if MODEL_STORE:
+
+    rule store_model:
+        input:
+            grid.checkpoint_file(),
+        output:
+            grid.stored_checkpoint_file(MODEL_STORE),
+        log:
+            grid.TRAIN.log.replace(".log", "-store-{ckpt}.log"),
+        conda:
+            "../../environment.yml"
+        script:
+            "../../scripts/store_model.py"
+
+
+rule summarise_models:
+    input:
+        curves=training_targets(),
+    output:
+        table=f"{MODELS_SUMMARY}/model_convergence.csv",
+        verdicts=f"{MODELS_SUMMARY}/model_verdicts.csv",
+        figure=report(
+            f"{MODELS_SUMMARY}/model_convergence.png",
+            caption="../report/model_convergence.rst",
+            category="DDPM training",
+        ),
+    log:
+        f"{grid.LOGS}/summarise_models.log",
+    conda:
+        "../../environment.yml"
+    params:
+        batch_size=config["ddpm"]["batch_size"],
+        plateau_db=config["ddpm"]["plateau_db"],
+        stem=lambda wc, output: str(Path(output.figure).with_suffix("")),
+    script:
+        "../../scripts/summarise_models.py"
+
+
 rule sample_ddpm:
     input:
         unpack(observation_input),

@@ -204,6 +204,22 @@ def restore_rng(state: dict[str, Any], device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
+def export_weights(source: str | Path, target: str | Path) -> dict[str, Any]:
+    """Write the EMA weights, step and training config of a checkpoint to ``target``.
+
+    What sampling needs and nothing it does not (no raw weights, optimiser, RNG states or
+    curve): a few MB a model, small enough to commit so a later session samples from the
+    same weights without retraining. :func:`load_model` reads it like a full checkpoint.
+    """
+    state = load_checkpoint(Path(source))
+    missing = {"ema", "config", "step"} - set(state)
+    if missing:
+        raise ValueError(f"{source} is not a DDPM training checkpoint (missing {sorted(missing)})")
+    kept = {"ema": state["ema"], "config": state["config"], "step": int(state["step"])}
+    save_checkpoint(Path(target), kept)
+    return kept
+
+
 def load_model(
     ckpt_path: str | Path, device: str | torch.device = "cpu", ema: bool = True
 ) -> tuple[nn.Module, Diffusion, dict[str, Any]]:
@@ -217,7 +233,7 @@ def load_model(
         raise FileNotFoundError(f"DDPM checkpoint not found: {path}")
     device = pick_device(device) if isinstance(device, str) else device
     state = load_checkpoint(path, map_location=device)
-    missing = {"model", "ema", "config", "step"} - set(state)
+    missing = {"ema" if ema else "model", "config", "step"} - set(state)
     if missing:
         raise ValueError(f"{path} is not a DDPM training checkpoint (missing {sorted(missing)})")
     config = state["config"]

@@ -243,6 +243,21 @@ def checkpoint_file() -> str:
     return TRAIN.file(CHECKPOINT)
 
 
+def stored_checkpoint_path(cell: Mapping[str, Any], store: str) -> str:
+    """A checkpoint's weights-only copy in a model store (a committed folder such as
+    ``results/study/models``): the training cell's path with ``store`` for ``results``."""
+    return _in_store(checkpoint_path(cell), store)
+
+
+def stored_checkpoint_file(store: str) -> str:
+    """Wildcard pattern of the weights-only copies in a model store."""
+    return _in_store(checkpoint_file(), store)
+
+
+def _in_store(path: str, store: str) -> str:
+    return f"{store.rstrip('/')}/{path.removeprefix(f'{RESULTS}/')}"
+
+
 # --------------------------------------------------------------------- upstream cells
 
 

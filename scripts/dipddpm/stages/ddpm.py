@@ -19,7 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import grid
+from .. import figures, grid
+from ..aggregate import collect
+from ..ddpm.checkpoint import export_weights
+from ..ddpm.convergence import convergence_table, convergence_verdicts
 from ..ddpm.sample import Guide, diffuse_prior, generate, noise_start, observation_start, sample
 from ..ddpm.train import TrainConfig, load_model, train
 from ..device import describe_device, pick_device
@@ -85,6 +88,37 @@ def run_train_cell(
             **describe_device(dev),
         },
     )
+
+
+def store_model(checkpoint, stored) -> None:
+    """Copy a checkpoint's sampling weights into the model store (see export_weights)."""
+    kept = export_weights(checkpoint, stored)
+    log.info("stored step-%d EMA weights of %s as %s", kept["step"], checkpoint, stored)
+
+
+def summarise_models(
+    curves, batch_size: int, plateau_db: float, out_table, out_verdicts, out_figure_stem
+) -> None:
+    """The models part's summary: quality vs images seen and seconds, per model, and
+    which models have not flattened (under-trained) over their last doubling."""
+    frame = collect(curves)
+    keys = [k for k in grid.TRAIN.axes if k in frame.columns]
+    table = convergence_table(frame, keys, batch_size)
+    verdicts = convergence_verdicts(table, keys, plateau_db)
+    save_csv(out_table, table)
+    save_csv(out_verdicts, verdicts)
+    figures.model_convergence(table, keys, out_figure_stem)
+    for _, row in verdicts.iterrows():
+        log.info(
+            "%s t_max=%s: %.2f dB after %d images (%.0f s), +%.2f dB over the last doubling%s",
+            row["mode"],
+            row["t_max"],
+            row["final_psnr_mean"],
+            row["images_seen"],
+            row["train_seconds"],
+            row["last_doubling_gain_db"],
+            " (under-trained)" if row["under_trained"] else "",
+        )
 
 
 def common_eval_ts(train_cfg: dict, t_max: int | None) -> list[int] | None:

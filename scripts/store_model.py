@@ -1,0 +1,7 @@
+"""Adapter for rule store_model."""
+
+from dipddpm.logs import log_to
+from dipddpm.stages.ddpm import store_model
+
+with log_to(snakemake.log[0]):
+    store_model(snakemake.input[0], snakemake.output[0])
