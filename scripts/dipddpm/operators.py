@@ -10,6 +10,7 @@ Images are tensors of shape (N, C, H, W) with values in [0, 1].
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,36 @@ def downsample(x: torch.Tensor, factor: int, kernel: str) -> torch.Tensor:
         size = (h // factor, w // factor)
         return F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True)
     raise ValueError(f"sr kernel must be one of {SR_KERNELS}; got {kernel!r}")
+
+
+@lru_cache(maxsize=32)
+def _axis_pinv(n_low: int, factor: int, kernel: str) -> torch.Tensor:
+    """Moore-Penrose pseudo-inverse, (n_low * factor, n_low) float64, of ``downsample``
+    along one image axis of length n_low * factor.
+
+    Both kernels are separable, ``D x = A_h x A_w^T``, and ``(A_h (x) A_w)^+`` is
+    ``A_h^+ (x) A_w^+``, so two small matrices replace one of size (HW / f^2, HW). Rows of A
+    sum to 1, so an image constant along the other axis maps row i to column i of A.
+    """
+    n = n_low * factor
+    # Two output columns, not one: PyTorch's antialiased bicubic resize to a width of 1
+    # does not act as the same per-axis filter.
+    basis = torch.eye(n, dtype=torch.float64)[:, None, :, None].repeat(1, 1, 1, 2 * factor)
+    matrix = downsample(basis, factor, kernel)[:, 0, :, 0].T
+    return torch.linalg.pinv(matrix)
+
+
+def upsample_pinv(y: torch.Tensor, factor: int, kernel: str) -> torch.Tensor:
+    """``D^+ y``: the least-norm image on the (f H, f W) grid that ``downsample`` maps to y.
+
+    ``downsample(upsample_pinv(y)) = y`` (D has full row rank) and
+    ``upsample_pinv(downsample(.))`` is the orthogonal projection onto the images D can see.
+    For ``area`` it is nearest-neighbour replication.
+    """
+    h, w = y.shape[-2:]
+    rows = _axis_pinv(h, factor, kernel).to(y.device, y.dtype)
+    cols = _axis_pinv(w, factor, kernel).to(y.device, y.dtype)
+    return rows @ y @ cols.T
 
 
 @dataclass
@@ -61,6 +92,20 @@ class Operator:
         if self.kind == "sr":
             return downsample(x, self.factor, self.kernel)
         return x
+
+    def pinv(self, observed: torch.Tensor) -> torch.Tensor:
+        """``A^+ y``, the observation as an image on the clean grid: ``m * y`` for
+        inpainting, :func:`upsample_pinv` for super-resolution, ``y`` for denoising."""
+        if self.kind == "inpaint":
+            return observed * self.mask
+        if self.kind == "sr":
+            return upsample_pinv(observed, self.factor, self.kernel)
+        return observed
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """``A^+ A x``, the orthogonal projection onto what the observation constrains: the
+        known pixels for inpainting, the low-pass ``up(down(x))`` for super-resolution."""
+        return self.pinv(self(x))
 
     def to(self, device: torch.device | str) -> Operator:
         mask = None if self.mask is None else self.mask.to(device)

@@ -7,12 +7,15 @@ not re-exported here (that would shadow the modules): import them as
 
 from dipddpm.ddpm.diffusion import Diffusion, make_schedule, timesteps, to_model_space, to_unit
 from dipddpm.ddpm.sample import (
+    Consistency,
     Guide,
+    PosteriorMean,
     SampleResult,
     diffuse_prior,
     generate,
     noise_start,
     observation_start,
+    sample_k,
     t_for_sigma,
 )
 from dipddpm.ddpm.train import load_model
@@ -20,8 +23,10 @@ from dipddpm.ddpm.unet import PRESETS, UNet, build_unet, count_parameters
 
 __all__ = [
     "PRESETS",
+    "Consistency",
     "Diffusion",
     "Guide",
+    "PosteriorMean",
     "SampleResult",
     "UNet",
     "build_unet",
@@ -32,6 +37,7 @@ __all__ = [
     "make_schedule",
     "noise_start",
     "observation_start",
+    "sample_k",
     "t_for_sigma",
     "timesteps",
     "to_model_space",

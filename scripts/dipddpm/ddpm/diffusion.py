@@ -30,6 +30,8 @@ SAMPLERS = ("ddpm", "ddim")
 
 # A hook ``guide(x0_hat, t) -> x0_hat`` applied to every x0 estimate during sampling.
 X0Hook = Callable[[torch.Tensor, int], torch.Tensor]
+# A hook ``consistency(x_s, s, generator) -> x_s`` applied to every state the chain reaches.
+XtHook = Callable[[torch.Tensor, int, torch.Generator | None], torch.Tensor]
 
 
 def to_model_space(images01: torch.Tensor) -> torch.Tensor:
@@ -239,13 +241,18 @@ class Diffusion:
         generator: torch.Generator | None = None,
         x0_hook: X0Hook | None = None,
         progress: bool = True,
+        xt_hook: XtHook | None = None,
     ) -> tuple[torch.Tensor, int]:
         """Run the reverse chain from ``x_start`` (= x_{t_start}) to x_0; return (x_0, NFE).
 
         The chain visits ``timesteps(steps, t_start)`` then 0. ``ddpm`` is ancestral
         sampling with the respaced posterior variance (Nichol & Dhariwal); ``ddim`` is
         Song et al.'s sampler with stochasticity ``eta`` (0 = deterministic). ``x0_hook``
-        may rewrite each x0 estimate before the step (guidance, data consistency).
+        may rewrite each x0 estimate before the step (guidance, data consistency);
+        ``xt_hook`` may rewrite each new state x_s after the step, s = 0 included (data
+        consistency in x_t space, e.g. RePaint replacement or ILVR). Both are given the
+        step they act at; ``xt_hook`` also gets ``generator`` so any noise it draws keeps
+        the chain deterministic for a seed.
         """
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}; got {sampler!r}")
@@ -259,4 +266,6 @@ class Diffusion:
             if x0_hook is not None:
                 x0 = x0_hook(x0, t)
             x = self._step(x, x0, t, s, sampler, eta, generator)
+            if xt_hook is not None:
+                x = xt_hook(x, s, generator)
         return x, len(chain)

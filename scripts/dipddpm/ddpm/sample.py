@@ -14,21 +14,28 @@ Start points:
   in model space, and ``x_t / sqrt(abar_t) = x_0 + sqrt((1 - abar_t) / abar_t) eps``, so with
   ``t = t_for_sigma(sigma)`` (``sqrt((1 - abar_t) / abar_t) ~= 2 sigma``) the start is
   ``x_t = sqrt(abar_t) * (2 y - 1)``.
+
+Conditioning: :class:`Guide` rewrites the x0 estimates (DIP guidance), :class:`Consistency`
+the states x_s (RePaint replacement for inpainting, ILVR for super-resolution); both can
+act in one :func:`sample` call. :func:`sample_k` averages K chains (posterior mean).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-from dipddpm.ddpm.diffusion import Diffusion, to_model_space, to_unit
+from dipddpm.ddpm.diffusion import Diffusion, XtHook, _randn, to_model_space, to_unit
 from dipddpm.operators import Operator
 
 ArrayLike = np.ndarray | torch.Tensor
+# ``make_start(generator) -> x_start``: one chain's start point, drawing any noise it needs.
+StartMaker = Callable[[torch.Generator | None], ArrayLike]
 
 
 @dataclass
@@ -179,6 +186,70 @@ class Guide:
         return apply
 
 
+@dataclass
+class Consistency:
+    """Data consistency in x_t space: after every reverse step t -> s (s = 0 included),
+
+        ``x_s <- x_s - P x_s + P y_s``,   ``y_s = sqrt(abar_s) A^+ y + sqrt(1 - abar_s) eps``,
+
+    with ``A`` the task's :class:`~dipddpm.operators.Operator`, ``P = A^+ A`` its projection
+    (:meth:`Operator.project`), ``y`` the observation in model space (``2 y01 - 1``) and
+    ``eps ~ N(0, I)`` drawn fresh at every step from the sampler's generator (none at
+    s = 0, where ``y_0 = A^+ y``). So the part of x_s the observation constrains is swapped
+    for the observation diffused to the same step, and the rest is left alone.
+
+    * inpainting (RePaint-style replacement, Lugmayr et al. 2022, *without* RePaint's
+      resampling jumps): ``P x = m * x``, ``A^+ y = m * y`` for the binary mask m, so
+      ``x_s <- m * q_sample(y, s, eps) + (1 - m) * x_s``; at s = 0 the known pixels are y.
+    * super-resolution (ILVR, Choi et al. 2021): ``down = D`` is the task's
+      :func:`~dipddpm.operators.downsample` (``factor``, ``kernel`` as in degrade.py) and
+      ``up = D^+`` its Moore-Penrose pseudo-inverse (:func:`~dipddpm.operators.upsample_pinv`),
+      so ``phi = up(down(.))`` is an exact projection (``phi(phi(x)) = phi(x)``) and
+      ``y_s = q_sample(up(y), s, eps)`` lives on the HR grid:
+      ``x_s <- x_s - phi(x_s) + phi(y_s)``. At s = 0, ``down(x_0) = y`` (up to float
+      rounding; ``D`` keeps constants, so this holds in [0, 1] too, before clipping).
+      ILVR itself upsamples with a bicubic resize; ``D^+`` is used instead because a
+      resize pair is only approximately a projection and would not end on y exactly.
+    * denoising: no consistency step (the observation is the start point); see
+      :meth:`for_task`.
+
+    ``observation`` is a [0, 1] batch (N, 3, h, w) on the operator's observation grid.
+    """
+
+    operator: Operator
+    observation: ArrayLike
+
+    def __post_init__(self) -> None:
+        kind = self.operator.kind
+        if kind not in ("inpaint", "sr"):
+            raise ValueError(
+                f"x_t consistency is for inpainting and super-resolution; got {kind!r}"
+            )
+
+    @classmethod
+    def for_task(cls, operator: Operator, observation: ArrayLike) -> Consistency | None:
+        """The task's consistency step, or None for denoising (nothing to project)."""
+        if operator.kind == "denoise":
+            return None
+        return cls(operator, observation)
+
+    def hook(self, diffusion: Diffusion, n: int, device: torch.device) -> XtHook:
+        """The ``xt_hook(x_s, s, generator)`` for :meth:`Diffusion.sample_loop`, batch of n."""
+        y = _tensor(self.observation, "observation", device)
+        if y.shape[0] != n:
+            raise ValueError(f"consistency observation has {y.shape[0]} images; the batch has {n}")
+        operator = self.operator.to(device)
+        y_image = operator.pinv(to_model_space(y))
+
+        def apply(x: torch.Tensor, s: int, generator: torch.Generator | None) -> torch.Tensor:
+            y_s = y_image
+            if s > 0:
+                y_s = diffusion.q_sample(y_image, s, _randn(y_image.shape, generator, x))
+            return x - operator.project(x) + operator.project(y_s)
+
+        return apply
+
+
 def sample(
     model: nn.Module,
     diffusion: Diffusion,
@@ -190,23 +261,27 @@ def sample(
     guide: Guide | None = None,
     generator: torch.Generator | None = None,
     progress: bool = True,
+    consistency: Consistency | None = None,
 ) -> SampleResult:
     """Run the reverse chain from ``x_start`` (model space, at ``t_start``) down to x_0.
 
     ``steps`` evenly spaced steps from ``t_start`` to 1 (``steps <= t_start``); ``sampler``
     is ``ddpm`` (ancestral) or ``ddim`` (with ``eta``). Noise comes from ``generator``
     (a CPU generator keeps results independent of the device). ``t_start = 0`` returns
-    ``x_start`` mapped back to [0, 1] with NFE 0.
+    ``x_start`` mapped back to [0, 1] with NFE 0. ``guide`` acts on the x0 estimates,
+    ``consistency`` on the states x_s after each step; both may be given.
     """
     device = _model_device(model)
     x = _tensor(x_start, "x_start", device)
-    hook = guide.hook(x.shape[0], device) if guide is not None else None
+    n = x.shape[0]
+    hook = guide.hook(n, device) if guide is not None else None
+    xt_hook = consistency.hook(diffusion, n, device) if consistency is not None else None
     was_training = model.training
     model.eval()
     start = time.perf_counter()
     try:
         x, nfe = diffusion.sample_loop(
-            model, x, t_start, steps, sampler, eta, generator, hook, progress
+            model, x, t_start, steps, sampler, eta, generator, hook, progress, xt_hook
         )
         images = to_unit(x).float().cpu().numpy()
     finally:
@@ -240,3 +315,71 @@ def generate(
         nfe += result.nfe
         seconds += result.seconds
     return SampleResult(np.concatenate(parts), nfe, seconds)
+
+
+@dataclass
+class PosteriorMean:
+    """K chains per image: their mean and spread in [0, 1], the samples, cost in total.
+
+    ``mean`` (N, 3, H, W) float32; ``spread`` (N,) float64, the mean over pixels and
+    channels of the per-pixel standard deviation over the K samples (ddof = 0, so 0 for
+    K = 1); ``samples`` (K, N, 3, H, W) float32; ``nfe`` and ``seconds`` summed over chains.
+    """
+
+    mean: np.ndarray
+    spread: np.ndarray
+    samples: np.ndarray
+    nfe: int
+    seconds: float
+
+
+def sample_k(
+    model: nn.Module,
+    diffusion: Diffusion,
+    make_start: StartMaker,
+    t_start: int,
+    steps: int,
+    k: int,
+    sampler: str = "ddpm",
+    eta: float = 0.0,
+    guide: Guide | None = None,
+    consistency: Consistency | None = None,
+    generator: torch.Generator | None = None,
+    progress: bool = True,
+) -> PosteriorMean:
+    """K independent chains of :func:`sample` from ``make_start(generator)``, averaged.
+
+    One generator feeds all chains in turn (chain 1's start and steps, then chain 2's, ...),
+    so the result is deterministic for a seed and K = 1 is exactly one :func:`sample` call.
+    ``make_start`` draws its own noise from the generator it is given (e.g.
+    ``lambda g: noise_start(shape, g)`` or ``lambda g: diffuse_prior(diffusion, dip, t0, g)``);
+    a start that ignores it (the denoising observation) gives chains that differ only
+    through the sampler's own noise.
+    """
+    if k < 1:
+        raise ValueError(f"number of chains K must be >= 1; got {k}")
+    chains = [
+        sample(
+            model,
+            diffusion,
+            make_start(generator),
+            t_start,
+            steps,
+            sampler,
+            eta,
+            guide,
+            generator,
+            progress,
+            consistency,
+        )
+        for _ in range(k)
+    ]
+    samples = np.stack([chain.images for chain in chains])
+    spread = samples.astype(np.float64).std(axis=0).mean(axis=(1, 2, 3))
+    return PosteriorMean(
+        mean=samples.mean(axis=0, dtype=np.float64).astype(np.float32),
+        spread=spread,
+        samples=samples,
+        nfe=sum(chain.nfe for chain in chains),
+        seconds=sum(chain.seconds for chain in chains),
+    )
