@@ -18,7 +18,6 @@ import argparse
 import copy
 import dataclasses
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,9 +29,9 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from dipddpm.cost import sampling_chain, timed, trained_like
 from dipddpm.ddpm.checkpoint import load_model
 from dipddpm.ddpm.diffusion import Diffusion
-from dipddpm.ddpm.sample import sample
 from dipddpm.ddpm.train import Run, TrainConfig, build_run, optimisation_step
 from dipddpm.ddpm.unet import build_unet, count_parameters
 from dipddpm.device import describe_device
@@ -106,11 +105,6 @@ def flops_per_eval(model: nn.Module) -> int:
     return counter.get_total_flops()
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def training_run(
     impl: str, preset: str, device: torch.device, batch: int, bf16: bool, compiled: bool
 ) -> Run:
@@ -138,25 +132,15 @@ def time_training(run: Run, device: torch.device, steps: int, repeats: int = 1) 
     run.model.train()
     for _ in range(2):
         optimisation_step(run)
-    best = 0.0
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
+
+    def window() -> None:
         for _ in range(steps):
             optimisation_step(run)
-        _sync(device)
-        best = max(best, run.config.batch_size * steps / (time.perf_counter() - start))
+
+    best = 0.0
+    for _ in range(repeats):
+        best = max(best, run.config.batch_size * steps / timed(window, device))
     return best
-
-
-@torch.no_grad()
-def trained_like(model: nn.Module) -> nn.Module:
-    """Perturb every weight, so that no layer is still zero as after our initialisation;
-    a sampling job loads trained weights."""
-    gen = torch.Generator().manual_seed(0)
-    for param in model.parameters():
-        param.add_(torch.randn(param.shape, generator=gen), alpha=0.02)
-    return model
 
 
 def save_for_loading(impl: str, preset: str, folder: Path) -> Path:
@@ -198,24 +182,19 @@ def time_sampling(
     repeats: int = 1,
 ) -> float:
     """Best images/s of ``repeats`` sampling jobs: model load + a ``steps``-step DDPM chain
-    through :func:`sample` (NFE/s = steps x images/s)."""
+    through :func:`sample` (NFE/s = steps x images/s), run as the cost calibration runs
+    its chains (:func:`dipddpm.cost.sampling_chain`)."""
     x_T = torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
     def job(n: int) -> None:
         model = load()
         net = torch.compile(model) if compiled else model
-        gen = torch.Generator().manual_seed(0)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            sample(net, diffusion, x_T, diffusion.T, n, generator=gen, progress=False)
+        sampling_chain(net, diffusion, x_T, diffusion.T, n, bf16=bf16)
 
     job(1)
     best = 0.0
     for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        job(steps)
-        _sync(device)
-        best = max(best, batch / (time.perf_counter() - start))
+        best = max(best, batch / timed(lambda: job(steps), device))
     return best
 
 

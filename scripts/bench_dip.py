@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 import pandas as pd
 import torch
 
+from dipddpm.cost import dip_fitter, dip_step_seconds, timed
 from dipddpm.device import describe_device
-from dipddpm.dip import DIPFitter
 from dipddpm.dip.fit import default_chunk_size
 from dipddpm.dip.models import (
     StackedConv2d,
@@ -40,28 +39,6 @@ from dipddpm.io import save_csv
 from dipddpm.operators import Operator
 
 CONV_LAYERS = (StackedConv2d, StackedPointwiseConv2d)
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn, device: torch.device) -> float:
-    _synchronize(device)
-    start = time.perf_counter()
-    fn()
-    _synchronize(device)
-    return time.perf_counter() - start
-
-
-def _fitter_and_observation(
-    params: dict, size: int, seeds: list[int], device: torch.device, conv_mode: str
-) -> tuple[DIPFitter, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    observed = torch.rand(len(seeds), 3, size, size, generator=g).to(device)
-    fitter = DIPFitter("skip", params, (3, size, size), seeds, device=device, conv_mode=conv_mode)
-    return fitter, observed
 
 
 def num_params(params: dict, size: int) -> int:
@@ -80,11 +57,8 @@ def step_times(
     conv_mode: str = "auto",
 ) -> list[float]:
     """Seconds of each of ``iters`` steps of one fitter over len(seeds) images (after a
-    warm-up step)."""
-    fitter, observed = _fitter_and_observation(params, size, seeds, device, conv_mode)
-    operator = Operator("denoise")
-    fitter.step(observed, operator)
-    return [_timed(lambda: fitter.step(observed, operator), device) for _ in range(iters)]
+    warm-up step), timed as the cost calibration times a DIP iteration."""
+    return dip_step_seconds("skip", params, (3, size, size), seeds, iters, 1, device, conv_mode)
 
 
 def conv_flops(module: torch.nn.Module, out_elements: int, needs_grad: bool) -> int:
@@ -110,7 +84,7 @@ def conv_seconds(
     gradient where the real step needs it) on the input it received in a real step; the
     fastest of ``repeats`` timings per layer is kept.
     """
-    fitter, observed = _fitter_and_observation(params, size, seeds, device, conv_mode)
+    fitter, observed = dip_fitter("skip", params, (3, size, size), seeds, device, conv_mode)
     seen: list[tuple[torch.nn.Module, torch.Tensor, bool, int]] = []
 
     def record(module, inputs, output):
@@ -136,7 +110,7 @@ def conv_seconds(
         forward_backward(module, x, needs_grad)  # warm-up: kernel selection, allocation
         flops += conv_flops(module, out_elements, needs_grad)
         total += min(
-            _timed(lambda: forward_backward(module, x, needs_grad), device)  # noqa: B023
+            timed(lambda: forward_backward(module, x, needs_grad), device)  # noqa: B023
             for _ in range(repeats)
         )
     return total, len(seen), flops
@@ -234,20 +208,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--k", type=int, default=64, help="images per batched fitter")
     parser.add_argument("--iters", type=int, default=5, help="timed Adam steps per fit")
-    parser.add_argument("--single-fits", type=int, default=8,
-                        help="images fitted one at a time to estimate that rate")  # fmt: skip
+    parser.add_argument(
+        "--single-fits",
+        type=int,
+        default=8,
+        help="images fitted one at a time to estimate that rate",
+    )
     parser.add_argument("--size", type=int, default=32, help="image side (CIFAR: 32)")
     parser.add_argument("--depth", type=int, default=4, help="skip depth (4 fits 32x32)")
     parser.add_argument("--channels", type=int, default=128, help="skip channels per scale")
-    parser.add_argument("--modes", default="single,batched,chunked",
-                        help="comma list of single, batched (one fitter, auto conv mode), "
-                        "batched-loop, batched-grouped, chunked (fit_dip's default "
-                        "chunks of the k images)")  # fmt: skip
+    parser.add_argument(
+        "--modes",
+        default="single,batched,chunked",
+        help="comma list of single, batched (one fitter, auto conv mode), "
+        "batched-loop, batched-grouped, chunked (fit_dip's default "
+        "chunks of the k images)",
+    )
     parser.add_argument("--repeats", type=int, default=2, help="timings per mode; best kept")
     parser.add_argument("--devices", default="cpu,cuda", help="cuda is skipped when absent")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--no-bound", dest="bound", action="store_false",
-                        help="skip timing the convolution layers on their own")  # fmt: skip
+    parser.add_argument(
+        "--no-bound",
+        dest="bound",
+        action="store_false",
+        help="skip timing the convolution layers on their own",
+    )
     parser.add_argument("--out", default=None, help="optional CSV path")
     return parser.parse_args(argv)
 
