@@ -26,3 +26,8 @@ rule all:
 rule models:
     input:
         model_targets(),
+
+
+rule priors:
+    input:
+        prior_targets(),

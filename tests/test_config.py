@@ -69,11 +69,12 @@ def test_undefined_architecture_in_grid(default_config, schema):
     assert "dip.grid[0].archs" in message and "'unet'" in message and "skip" in message
 
 
-def test_t0_beyond_truncated_model(default_config, schema):
+def test_t0_beyond_every_model(default_config, schema):
     config = copy.deepcopy(default_config)
-    config["ddpm"]["sample"]["t0"] = [900]
+    config["ddpm"]["modes"] = [{"mode": "truncated", "t_max": 300}]
+    config["ddpm"]["sample"]["t0"] = [100, 900]
     message = _error(config, schema)
-    assert "ddpm.sample.t0" in message and "t_max" in message
+    assert "ddpm.sample.t0" in message and "[900]" in message and "t_max" in message
 
 
 def test_every_problem_is_reported_at_once(default_config, schema):

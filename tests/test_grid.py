@@ -27,6 +27,11 @@ def paper(root):
     return load(root, "paper.yaml")
 
 
+@pytest.fixture(scope="module")
+def study(root):
+    return load(root, "study.yaml")
+
+
 def test_default_config_expands_to_the_documented_cells(default):
     cells = grid.cells(default)
     counts = {kind: len(found) for kind, found in cells.items()}
@@ -41,7 +46,7 @@ def test_default_config_expands_to_the_documented_cells(default):
     assert purposes == {"restoration": 32, "generation": 3}
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "paper.yaml"])
+@pytest.mark.parametrize("name", ["config.yaml", "paper.yaml", "study.yaml"])
 def test_every_cell_has_one_path_that_maps_back_to_its_identity(root, name):
     config = load(root, name)
     for kind_name, found in grid.cells(config).items():
@@ -67,11 +72,47 @@ def test_paper_config_scales_every_axis(paper):
     assert {c["dip_seed"] for c in cells["dip"]} == {"0"}
 
 
-def test_no_cell_asks_a_truncated_model_for_a_start_it_never_trained(paper, default):
-    for config in (default, paper):
+def test_no_cell_asks_a_truncated_model_for_a_start_it_never_trained(paper, default, study):
+    for config in (default, paper, study):
         for cell in grid.sample_cells(config):
-            if cell["t0"] != "sigma":
-                assert int(cell["t0"]) <= int(cell["t_max"]), cell
+            start = (
+                grid.sigma_matched_step(config, cell["task"])
+                if cell["t0"] == "sigma"
+                else int(cell["t0"])
+            )
+            assert start <= int(cell["t_max"]), cell
+
+
+def test_study_config_has_the_scale_example_1_needs(study):
+    cells = grid.cells(study)
+    images = study["data"]["datasets"][study["ddpm"]["sample"]["dataset"]]["n"]
+    assert images >= 32
+    sigmas = {
+        study["tasks"][t]["sigma"] for t in grid.sample_tasks(study) if "sigma" in study["tasks"][t]
+    }
+    assert len(sigmas) >= 3
+    restoration = [c for c in cells["sample"] if c["purpose"] == "restoration"]
+    denoising = {(c["task"], c["obs_seed"]) for c in restoration if c["task"].startswith("denoise")}
+    assert len(denoising) >= 3 * 2  # 3 sigmas x 2 observation seeds
+    assert {grid.task_kind(study, c["task"]) for c in restoration} == {"denoise", "inpaint", "sr"}
+    # The prior's architecture and duration are axes of the sample cells.
+    priors = {(c["arch"], c["iters"]) for c in restoration if c["start"] == "dip"}
+    assert len({a for a, _ in priors}) >= 2 and len({i for _, i in priors}) >= 3
+    assert len(study["ddpm"]["checkpoints"]) >= 6
+    assert all(study["ddpm"]["steps"] >= 5000 for _ in cells["train"])
+
+
+def test_starts_a_model_cannot_serve_are_left_out_by_name(study):
+    config = copy.deepcopy(study)
+    config["ddpm"]["sample"]["t0"] = [57, 300]
+    left = grid.left_out_cells(config)
+    reasons = {(r["mode"], r["start"], r["t0"]) for r in left}
+    assert ("truncated", "dip", "300") in reasons and ("truncated", "noise", "1000") in reasons
+    assert all(r["mode"] == "truncated" for r in left)
+    assert all("t_max 150" in r["reason"] for r in left)
+    cells = grid.sample_cells(config)
+    assert not [c for c in cells if c["mode"] == "truncated" and c["t0"] == "300"]
+    assert [c for c in cells if c["mode"] == "full" and c["t0"] == "300"]
 
 
 def test_seeds_are_three_separate_axes(default):

@@ -167,8 +167,13 @@ def _pair(pairs: Pairs, first: str, second: str, key: str) -> None:
         pairs[first, second].append(key)
 
 
-def _prior_arch(config: dict) -> str:
-    return config["ddpm"]["sample"].get("prior_arch", DEFAULT_PRIOR_ARCH)
+def _prior_archs(config: dict) -> list[str]:
+    return _names(config["ddpm"]["sample"].get("prior_arch", DEFAULT_PRIOR_ARCH))
+
+
+def _names(value) -> list[str]:
+    """A config value that is one name or a list of names, as a list."""
+    return list(value) if isinstance(value, list) else [value]
 
 
 def arch_pairs(config: dict) -> Pairs:
@@ -182,10 +187,11 @@ def arch_pairs(config: dict) -> Pairs:
     for i, block in enumerate(es.get("grid", [])):
         for arch in block["archs"]:
             _pair(pairs, es.get("dataset"), arch, f"earlystop.grid[{i}]")
-    ddpm, arch = config["ddpm"], _prior_arch(config)
-    _pair(pairs, ddpm["sample"]["dataset"], arch, "ddpm.sample.prior_arch")
+    ddpm, archs = config["ddpm"], _prior_archs(config)
+    for arch in archs:
+        _pair(pairs, ddpm["sample"]["dataset"], arch, "ddpm.sample.prior_arch")
     if ddpm.get("generation"):
-        _pair(pairs, ddpm["generation"]["dataset"], arch, "ddpm.generation with its prior_arch")
+        _pair(pairs, ddpm["generation"]["dataset"], archs[0], "ddpm.generation with its prior_arch")
     return pairs
 
 
@@ -203,7 +209,8 @@ def task_pairs(config: dict) -> Pairs:
     for key in ("sample", "generation"):
         part = config["ddpm"].get(key)
         if part:
-            _pair(pairs, part["dataset"], part["task"], f"ddpm.{key}")
+            for task in _names(part["task"]):
+                _pair(pairs, part["dataset"], task, f"ddpm.{key}")
     return pairs
 
 
@@ -273,17 +280,21 @@ def _ddpm_errors(config: dict) -> list[str]:
     for i, mode in enumerate(ddpm["modes"]):
         if mode["mode"] == "truncated":
             t_max = mode.get("t_max")
+            # A t0 above t_max is not an error: that model's cells are left out by name
+            # (grid.left_out_cells); only a t0 no model can serve is.
             if t_max is None or not 1 <= t_max <= T:
                 errors.append(f"'ddpm.modes[{i}].t_max' must be in 1..T={T}; got {t_max!r}")
-            elif max(sample["t0"]) > t_max:
-                errors.append(
-                    f"'ddpm.sample.t0' {max(sample['t0'])} exceeds ddpm.modes[{i}].t_max = "
-                    f"{t_max}: a truncated model cannot start there"
-                )
+    served = max((m.get("t_max") or T) if m["mode"] == "truncated" else T for m in ddpm["modes"])
+    unserved = [t0 for t0 in sample["t0"] if t0 > served]
+    if unserved:
+        errors.append(
+            f"'ddpm.sample.t0' {unserved} exceed every model's t_max (largest {served}): "
+            "no model can start there"
+        )
     errors += _missing("dataset", "ddpm.sample.dataset", [sample["dataset"]], datasets)
-    errors += _missing("task", "ddpm.sample.task", [sample["task"]], tasks)
+    errors += _missing("task", "ddpm.sample.task", _names(sample["task"]), tasks)
     errors += _missing(
-        "architecture", "ddpm.sample.prior_arch", [_prior_arch(config)], config["dip"]["archs"]
+        "architecture", "ddpm.sample.prior_arch", _prior_archs(config), config["dip"]["archs"]
     )
     errors += _prior_iters_errors(sample, config["dip"])
     generation = ddpm.get("generation")

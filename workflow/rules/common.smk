@@ -141,10 +141,17 @@ def checkpoint_input(wildcards):
     return grid.checkpoint_path(dict(wildcards))
 
 
+PRIOR_STORE = config["dip"].get("prior_store")
+
+
 def prior_input(wildcards):
-    """The DIP cell whose output is the prior of a `dip` start; none for other starts."""
+    """The DIP cell whose output is the prior of a `dip` start (its copy in the prior store
+    when one is configured); none for other starts."""
     prior = grid.prior_of(dict(wildcards))
-    return [] if prior is None else grid.DIP.path(prior, "output.npz")
+    if prior is None:
+        return []
+    output = grid.DIP.path(prior, "output.npz")
+    return grid.in_store(output, PRIOR_STORE) if PRIOR_STORE else output
 
 
 def data_targets():
@@ -159,6 +166,19 @@ def dip_targets(name="metrics.csv"):
 
 def training_targets():
     return files(grid.TRAIN, grid.train_cells(config), "curve.csv")
+
+
+def prior_targets():
+    """The priors part: every DIP fit, its copy in the prior store (with one) and the
+    DIP-alone summary of the stored priors."""
+    if not PRIOR_STORE:
+        return dip_targets()
+    stored = [
+        grid.in_store(path, PRIOR_STORE)
+        for name in ("output.npz", "metrics.csv")
+        for path in dip_targets(name)
+    ]
+    return dip_targets() + stored + [f"{PRIOR_STORE}/dip_summary.csv"]
 
 
 def model_targets():

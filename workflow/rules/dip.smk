@@ -36,3 +36,32 @@ rule fit_dip:
         device=config["device"],
     script:
         "../../scripts/fit_dip.py"
+
+
+if PRIOR_STORE:
+
+    rule store_prior:
+        input:
+            npz=grid.DIP.file("output.npz"),
+            metrics=grid.DIP.file("metrics.csv"),
+        output:
+            npz=grid.in_store(grid.DIP.file("output.npz"), PRIOR_STORE),
+            metrics=grid.in_store(grid.DIP.file("metrics.csv"), PRIOR_STORE),
+        log:
+            grid.DIP.log.replace(".log", "-store.log"),
+        conda:
+            "../../environment.yml"
+        script:
+            "../../scripts/store_prior.py"
+
+    rule summarise_priors:
+        input:
+            metrics=[grid.in_store(p, PRIOR_STORE) for p in dip_targets("metrics.csv")],
+        output:
+            f"{PRIOR_STORE}/dip_summary.csv",
+        log:
+            f"{grid.LOGS}/summarise_priors.log",
+        conda:
+            "../../environment.yml"
+        script:
+            "../../scripts/summarise_priors.py"

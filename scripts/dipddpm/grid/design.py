@@ -44,10 +44,25 @@ def generation(config: Mapping) -> Mapping | None:
     return config["ddpm"].get("generation") or None
 
 
+def _as_list(value: Any) -> list:
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
 def prior_iters(config: Mapping) -> list[int]:
     """The DIP durations whose outputs seed the DDPM (one value or a list in the config)."""
-    value = config["ddpm"]["sample"]["prior_iters"]
-    return sorted(value) if isinstance(value, list) else [value]
+    return sorted(_as_list(config["ddpm"]["sample"]["prior_iters"]))
+
+
+def prior_archs(config: Mapping) -> list[str]:
+    """The DIP architectures whose outputs seed the DDPM (one name or a list): with
+    prior_iters, the prior's two axes."""
+    return _as_list(config["ddpm"]["sample"].get("prior_arch", "skip"))
+
+
+def sample_tasks(config: Mapping) -> list[str]:
+    """The degradations Example 1 restores (one name or a list); the first is the one the
+    convergence sub-grid and the qualitative panel use."""
+    return _as_list(config["ddpm"]["sample"]["task"])
 
 
 def dip_cells(config: Mapping) -> list[dict[str, str]]:
@@ -69,7 +84,7 @@ def dip_cells(config: Mapping) -> list[dict[str, str]]:
         )
     gen = generation(config)
     if gen:
-        arch = config["ddpm"]["sample"]["prior_arch"]
+        arch = prior_archs(config)[0]
         for obs, seed in itertools.product(observation_seeds(config), config["dip"]["seeds"]):
             cells.append(
                 _cell(
@@ -131,27 +146,83 @@ def _sampler(config: Mapping) -> dict[str, Any]:
 def _restoration_starts(config: Mapping, task: str, t_max: int) -> list[dict[str, Any]]:
     """Start points a model can serve: noise at T (full models only), the observation at
     the sigma-matched step (denoising), and the DIP prior at each t0 <= t_max."""
+    return [start for start, reason in _candidate_starts(config, task, t_max) if not reason]
+
+
+def _candidate_starts(
+    config: Mapping, task: str, t_max: int
+) -> list[tuple[dict[str, Any], str | None]]:
+    """Every start of the design with the reason a model trained up to t_max cannot serve
+    it (None: it can)."""
     sample, T = config["ddpm"]["sample"], config["ddpm"]["T"]
-    starts = []
-    if t_max == T:
-        starts.append({"start": "noise", "t0": T, "lam": 0})
+
+    def beyond(step: int) -> str | None:
+        return f"starts at step {step} > the model's t_max {t_max}" if step > t_max else None
+
+    starts = [({"start": "noise", "t0": T, "lam": 0}, beyond(T))]
     if task_kind(config, task) == "denoise":
-        starts.append({"start": "obs", "t0": "sigma", "lam": 0})
+        # A full model serves every step, so torch is only imported for a truncated one.
+        step = sigma_matched_step(config, task) if t_max < T else 0
+        starts.append(({"start": "obs", "t0": "sigma", "lam": 0}, beyond(step)))
     for t0 in sample["t0"]:
-        if t0 <= t_max:
-            starts += [
-                {"start": "dip", "t0": t0, "lam": lam} for lam in sorted({0.0, *sample["lam"]})
-            ]
+        starts += [
+            ({"start": "dip", "t0": t0, "lam": lam}, beyond(t0))
+            for lam in sorted({0.0, *sample["lam"]})
+        ]
     return starts
 
 
-def _prior_axes(config: Mapping, start: str, iters: list[int]) -> list[dict[str, Any]]:
+def sigma_matched_step(config: Mapping, task: str) -> int:
+    """The diffusion step whose noise level matches a denoising task's sigma."""
+    from dipddpm.ddpm.diffusion import Diffusion
+    from dipddpm.ddpm.sample import t_for_sigma
+
+    ddpm = config["ddpm"]
+    diffusion = Diffusion(ddpm.get("schedule", "linear"), int(ddpm["T"]))
+    return t_for_sigma(diffusion, float(config["tasks"][task]["sigma"]) / 255.0)
+
+
+def left_out_cells(config: Mapping) -> list[dict[str, str]]:
+    """Restoration starts the design asks for that a model cannot serve (a truncated model
+    asked to start above its t_max), by name with the reason: they are never cells."""
+    out = []
+    for task, model in itertools.product(sample_tasks(config), train_cells(config)):
+        for start, reason in _candidate_starts(config, task, int(model["t_max"])):
+            if reason:
+                out.append(
+                    {
+                        "task": task,
+                        "mode": model["mode"],
+                        "t_max": model["t_max"],
+                        "start": start["start"],
+                        "t0": canonical(start["t0"]),
+                        "lam": canonical(start["lam"]),
+                        "reason": reason,
+                    }
+                )
+    return _unique_rows(out)
+
+
+def _unique_rows(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    seen, out = set(), []
+    for row in rows:
+        key = tuple(sorted(row.items()))
+        if key not in seen:
+            seen.add(key)
+            out.append(row)
+    return out
+
+
+def _prior_axes(
+    config: Mapping, start: str, iters: list[int], archs: list[str] | None = None
+) -> list[dict[str, Any]]:
     if start != "dip":
         return [{"arch": None, "iters": None, "dip_seed": None}]
-    arch = config["ddpm"]["sample"]["prior_arch"]
     return [
         {"arch": arch, "iters": it, "dip_seed": seed}
-        for it, seed in itertools.product(iters, config["dip"]["seeds"])
+        for arch, it, seed in itertools.product(
+            archs or prior_archs(config), iters, config["dip"]["seeds"]
+        )
     ]
 
 
@@ -176,9 +247,13 @@ def _observations(config: Mapping, dataset: str, task: str) -> list[dict[str, An
 def _restoration_cells(config: Mapping) -> list[dict[str, str]]:
     sample = config["ddpm"]["sample"]
     cells = []
-    observations = _observations(config, sample["dataset"], sample["task"])
+    observations = [
+        obs
+        for task in sample_tasks(config)
+        for obs in _observations(config, sample["dataset"], task)
+    ]
     for obs, model in itertools.product(observations, _model_axes(config)):
-        for start in _restoration_starts(config, sample["task"], int(model["t_max"])):
+        for start in _restoration_starts(config, obs["task"], int(model["t_max"])):
             for prior, steps, seed in itertools.product(
                 _prior_axes(config, start["start"], prior_iters(config)),
                 sample["steps"],
@@ -210,9 +285,11 @@ def _convergence_cells(config: Mapping) -> list[dict[str, str]]:
     """Every checkpoint from the DIP prior at the middle t0 with the most steps: how quality
     grows with training, first observation, prior and sample seed."""
     sample = config["ddpm"]["sample"]
+    if not sample.get("convergence_cells", True):
+        return []
     t0 = convergence_t0(config)
     prior = {
-        "arch": sample["prior_arch"],
+        "arch": prior_archs(config)[0],
         "iters": max(prior_iters(config)),
         "dip_seed": config["dip"]["seeds"][0],
     }
@@ -225,7 +302,7 @@ def _convergence_cells(config: Mapping) -> list[dict[str, str]]:
                         SAMPLE,
                         purpose="restoration",
                         dataset=sample["dataset"],
-                        task=sample["task"],
+                        task=sample_tasks(config)[0],
                         obs_seed=observation_seeds(config)[0],
                         **model,
                         **prior,
@@ -251,7 +328,9 @@ def _generation_cells(config: Mapping) -> list[dict[str, str]]:
         _observations(config, gen["dataset"], gen["task"]), _model_axes(config)
     ):
         for t0, prior, seed in itertools.product(
-            gen["t0"], _prior_axes(config, "dip", [max(prior_iters(config))]), sample["seeds"]
+            gen["t0"],
+            _prior_axes(config, "dip", [max(prior_iters(config))], prior_archs(config)[:1]),
+            sample["seeds"],
         ):
             if t0 <= int(model["t_max"]):
                 cells.append(
@@ -358,9 +437,15 @@ def qualitative_cells(config: Mapping) -> dict[str, Any]:
         "steps": canonical(max(config["ddpm"]["sample"]["steps"])),
         "lam": "0",
     }
-    firsts = [c for c in restoration if all(c[k] == v for k, v in first.items())]
+    first["task"] = sample_tasks(config)[0]
+    first["arch"] = prior_archs(config)[0]
+    firsts = [
+        c
+        for c in restoration
+        if all(c[k] == v for k, v in first.items() if c["start"] == "dip" or k != "arch")
+    ]
     T = canonical(config["ddpm"]["T"])
-    kind = task_kind(config, config["ddpm"]["sample"]["task"])
+    kind = task_kind(config, sample_tasks(config)[0])
     ddpm_start = "obs" if kind == "denoise" else "noise"
     ddpm = next((c for c in firsts if c["start"] == ddpm_start and c["t_max"] == T), None)
     t0 = canonical(convergence_t0(config))

@@ -246,15 +246,17 @@ def checkpoint_file() -> str:
 def stored_checkpoint_path(cell: Mapping[str, Any], store: str) -> str:
     """A checkpoint's weights-only copy in a model store (a committed folder such as
     ``results/study/models``): the training cell's path with ``store`` for ``results``."""
-    return _in_store(checkpoint_path(cell), store)
+    return in_store(checkpoint_path(cell), store)
 
 
 def stored_checkpoint_file(store: str) -> str:
     """Wildcard pattern of the weights-only copies in a model store."""
-    return _in_store(checkpoint_file(), store)
+    return in_store(checkpoint_file(), store)
 
 
-def _in_store(path: str, store: str) -> str:
+def in_store(path: str, store: str) -> str:
+    """Where a cell's file is kept in a store (a committed folder standing in for
+    ``results/``, so a later session reads it without recomputing the cell)."""
     return f"{store.rstrip('/')}/{path.removeprefix(f'{RESULTS}/')}"
 
 

@@ -29,7 +29,7 @@ from ..device import describe_device, pick_device
 from ..io import image_grid, load_json, load_npz, save_csv, save_json, save_npz, save_png
 from ..metrics import per_image_metrics
 from ..operators import Operator
-from .dip import snapshot_key
+from .dip import load_prior
 from .report import write_fid
 
 log = logging.getLogger("dipddpm")
@@ -191,7 +191,7 @@ def run_sample_cell(
     data, task, operator = load_observation(degraded_npz, degraded_json)
     prior = None
     if prior_npz is not None:
-        prior = load_npz(prior_npz)[snapshot_key(int(cell["iters"]))]
+        prior = load_prior(prior_npz, int(cell["iters"]))
     start, lam, steps = cell["start"], float(cell["lam"]), int(cell["steps"])
     sampler, eta = cell["sampler"], float(cell["eta"])
     generator = torch.Generator().manual_seed(int(cell["sample_seed"]))
