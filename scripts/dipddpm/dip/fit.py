@@ -152,6 +152,8 @@ class DIPFitter:
         self.noise_generators = [
             torch.Generator().manual_seed(derive_seed(s, _NOISE_STREAM)) for s in self.seeds
         ]
+        # Drawn into in place every step: no per-image tensors to concatenate.
+        self._noise = torch.empty((self.num_images, *self._input_shape[1:]))
 
     @property
     def num_images(self) -> int:
@@ -165,10 +167,10 @@ class DIPFitter:
             return self.inputs
         # Drawn on the CPU from each image's own generator: the same noise on every device
         # and for an image whatever batch it is fitted in.
-        noise = torch.cat(
-            [torch.randn(self._input_shape, generator=g) for g in self.noise_generators]
-        )
-        return self.inputs + self.reg_noise_std * noise.to(self.device, self.dtype)
+        for i, generator in enumerate(self.noise_generators):
+            torch.randn(self._input_shape, generator=generator, out=self._noise[i : i + 1])
+        noise = self._noise.to(self.device, self.dtype)
+        return self.inputs + noise.mul_(self.reg_noise_std)
 
     @torch.no_grad()
     def predict(self) -> torch.Tensor:
@@ -213,8 +215,7 @@ class DIPFitter:
 
         self.optimizer.zero_grad(set_to_none=True)
         loss.sum().backward()
-        self.optimizer.step()
-        self.backtracker.after_step(backtracked, self.optimizer)
+        self.backtracker.step(backtracked, self.optimizer)
 
         output = output.detach()
         self._update_ema(output, backtracked)
