@@ -17,7 +17,7 @@ SNAKEMAKE_ANY := $(BIN)/snakemake --workflow-profile workflow/profiles/local --c
 	$(if $(filter-out 0,$(GPUS)),--resources gpu=$(GPUS),) --replace-workflow-config
 SNAKEMAKE := $(SNAKEMAKE_ANY) --configfile $(CONFIG)
 
-.PHONY: run study test dry-run lint format report summary clean-venv
+.PHONY: run study test dry-run lint format report summary clean-venv bench
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,12 @@ study: $(BIN)/.installed
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest $(ARGS)
+
+# The README's performance table (scripts/bench_report.py): the benches with fixed settings,
+# ours vs diffusers and deepinv (the optional `bench` extra). Minutes; run it on an idle machine.
+bench: $(BIN)/.installed
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python scripts/bench_report.py $(ARGS)
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

@@ -248,12 +248,15 @@ def measure(
     train_steps = args.train_steps or (5 if cpu else 20)
     sample_steps = args.sample_steps or (5 if cpu else 20)
     network = build_unet(preset) if impl == "ours" else build_diffusers(preset)
+    params, flops = count_parameters(network), flops_per_eval(network)
     row = {
         "device": device.type,
         "preset": preset,
         "impl": impl,
-        "params_M": round(count_parameters(network) / 1e6, 3),
-        "gflops_per_eval": round(flops_per_eval(network) / 1e9, 3),
+        "params": params,
+        "params_M": round(params / 1e6, 3),
+        "flops_per_eval": flops,
+        "gflops_per_eval": round(flops / 1e9, 3),
         "batch": batch,
     }
     train = training_run(impl, preset, device, batch, bf16, compiled)

@@ -16,18 +16,29 @@ The convolution bound: every convolution layer of a step is also timed on its ow
 K / (those seconds) is the rate a fitter would reach if everything but its convolutions
 were free; dividing the batched bound by the single rate bounds the batched speed-up that
 any overhead reduction can buy with these convolution kernels.
+
+The overhead share: on one fitter, the network's forward and backward alone (loss
+included, on the fixed input), a ``DIPFitter.step`` and a fit iteration (the step plus
+the per-step trajectory logging ``fit_dip`` does, with a full ES-WMV window and PSNRs to
+a clean image) are timed in turn, the fastest of each kept. ``overhead_share`` = 1 -
+forward+backward / iteration is the share of an iteration spent outside the network
+(Adam, backtracking, EMA, input noise, logging); ``step_overhead_share`` the same for the
+step alone. Both come from one run, so a busy machine slows numerator and denominator
+alike.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 import pandas as pd
 import torch
 
 from dipddpm.cost import dip_fitter, dip_step_seconds, timed
 from dipddpm.device import describe_device
+from dipddpm.dip.defaults import DIP_DEFAULTS
 from dipddpm.dip.fit import default_chunk_size
 from dipddpm.dip.models import (
     StackedConv2d,
@@ -35,6 +46,7 @@ from dipddpm.dip.models import (
     build_dip_net,
     resolve_params,
 )
+from dipddpm.dip.recording import ChunkRecorder
 from dipddpm.io import save_csv
 from dipddpm.operators import Operator
 
@@ -116,6 +128,73 @@ def conv_seconds(
     return total, len(seen), flops
 
 
+def overhead_timings(
+    kind: str,
+    params: dict,
+    image_shape: tuple[int, int, int],
+    seeds: list[int],
+    device: torch.device,
+    conv_mode: str = "auto",
+    calls: int = 8,
+) -> dict[str, Callable[[], object]]:
+    """What :func:`overhead_seconds` times, on one fitter of architecture ``kind`` over
+    len(seeds) images: the network's forward+backward alone (``fwd_bwd_s``), one
+    ``DIPFitter.step`` (``step_s``) and one fit iteration, step plus the per-step logging
+    of ``fit_dip`` (``iteration_s``), which may be called ``calls`` times."""
+    fitter, observed = dip_fitter(kind, params, image_shape, seeds, device, conv_mode)
+    operator = Operator("denoise")
+    window = DIP_DEFAULTS.wmv_window
+    recorder = ChunkRecorder(0, calls + 2, set(), window, 1, observed)
+    weights = list(fitter.params.values())
+    output, _ = fitter.step(observed, operator)
+    for _ in range(window):  # a full window, as after the first wmv_window iterations
+        recorder.window.push(output)
+
+    def forward_backward():
+        loss = operator.residual(fitter.net(fitter.inputs), observed)
+        torch.autograd.grad(loss.sum(), weights)
+
+    def iteration():
+        recorder.record(fitter, *fitter.step(observed, operator))
+
+    return {
+        "fwd_bwd_s": forward_backward,
+        "step_s": lambda: fitter.step(observed, operator),
+        "iteration_s": iteration,
+    }
+
+
+def fastest(
+    timings: dict[str, Callable[[], object]], repeats: int, device: torch.device
+) -> dict[str, float]:
+    """Fastest seconds of each callable, timed in turn ``repeats`` times after a warm-up
+    call each: one round runs them all, so a busy machine slows each alike."""
+    for fn in timings.values():
+        fn()  # warm-up: kernel selection, allocation
+    best = dict.fromkeys(timings, float("inf"))
+    for _ in range(repeats):
+        for name, fn in timings.items():
+            best[name] = min(best[name], timed(fn, device))
+    return best
+
+
+def overhead_seconds(
+    params: dict,
+    size: int,
+    seeds: list[int],
+    repeats: int,
+    device: torch.device,
+    conv_mode: str = "auto",
+) -> dict[str, float]:
+    """Fastest seconds of the network's forward+backward alone (``fwd_bwd_s``), of one
+    ``DIPFitter.step`` (``step_s``) and of one fit iteration, step plus logging
+    (``iteration_s``), of one skip fitter over len(seeds) images, timed in turn ``repeats``
+    times each after a warm-up."""
+    shape = (3, size, size)
+    timings = overhead_timings("skip", params, shape, seeds, device, conv_mode, repeats + 2)
+    return fastest(timings, repeats, device)
+
+
 def plan_mode(
     mode: str, args: argparse.Namespace, params: dict, device: torch.device
 ) -> tuple[int, str, list[list[int]]]:
@@ -184,6 +263,21 @@ def bench_device(args: argparse.Namespace, device: torch.device) -> list[dict]:
                 f"{conv_s / step:.0%} of the step, {row['conv_gflop_per_s']:.0f} GFLOP/s), "
                 f"bound {k / conv_s:.1f} image-steps/s"
             )
+        if args.overhead:
+            seconds = overhead_seconds(
+                params, args.size, seed_lists[0], max(3, 2 * args.iters), device, conv_mode
+            )
+            row |= {
+                "fwd_bwd_s": seconds["fwd_bwd_s"] * steps_per_k,
+                "iteration_s": seconds["iteration_s"] * steps_per_k,
+                "overhead_share": 1.0 - seconds["fwd_bwd_s"] / seconds["iteration_s"],
+                "step_overhead_share": 1.0 - seconds["fwd_bwd_s"] / seconds["step_s"],
+            }
+            message += (
+                f"; forward+backward alone {row['fwd_bwd_s'] * 1e3:.1f} ms, overhead "
+                f"{row['overhead_share']:.0%} of an iteration "
+                f"({row['step_overhead_share']:.0%} of a step)"
+            )
         rows.append(row)
         print(message, flush=True)
     return rows
@@ -232,6 +326,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         dest="bound",
         action="store_false",
         help="skip timing the convolution layers on their own",
+    )
+    parser.add_argument(
+        "--no-overhead",
+        dest="overhead",
+        action="store_false",
+        help="skip timing the network's forward+backward against a step (overhead share)",
     )
     parser.add_argument("--out", default=None, help="optional CSV path")
     return parser.parse_args(argv)

@@ -100,3 +100,24 @@ def test_chunked_mode_times_one_chunk_and_scales_to_k(bench_dip, tmp_path, monke
     assert row["image_steps_per_s"] == pytest.approx(200.0)
     assert row["conv_s"] == pytest.approx(0.010)
     assert row["conv_gflop_per_s"] == pytest.approx(200.0)  # per chunk: 1 GFLOP in 5 ms
+
+
+def test_bench_dip_reports_the_overhead_share_of_one_run(bench_dip, tmp_path):
+    out = tmp_path / "bench.csv"
+    args = ["--k", "2", "--iters", "1", "--repeats", "1", "--modes", "batched", "--no-bound"]
+    args += ["--depth", "1", "--channels", "4", "--size", "8", "--devices", "cpu"]
+    assert bench_dip.main([*args, "--out", str(out)]) == 0
+    row = pd.read_csv(out).iloc[0]
+    assert row["fwd_bwd_s"] > 0 and row["iteration_s"] > 0
+    assert row["overhead_share"] == pytest.approx(1 - row["fwd_bwd_s"] / row["iteration_s"])
+    assert row["step_overhead_share"] < 1
+
+    assert bench_dip.main([*args, "--no-overhead", "--out", str(out)]) == 0
+    assert "overhead_share" not in pd.read_csv(out).columns
+
+
+def test_overhead_seconds_times_the_network_a_step_and_an_iteration(bench_dip):
+    params = {"depth": 1, "channels_down": 4, "channels_up": 4}
+    seconds = bench_dip.overhead_seconds(params, 8, [0, 1], 2, torch.device("cpu"))
+    assert set(seconds) == {"fwd_bwd_s", "step_s", "iteration_s"}
+    assert all(0 < value < 10 for value in seconds.values())
