@@ -1,0 +1,12 @@
+"""Adapter for rule summarise_example1."""
+
+from dipddpm.logs import log_to
+from dipddpm.stages.example1 import summarise_example1
+
+with log_to(snakemake.log[0]):
+    summarise_example1(
+        list(snakemake.input.metrics),
+        list(snakemake.input.calibration),
+        tuning=snakemake.params.tuning_every,
+        out_dir=snakemake.params.out_dir,
+    )
