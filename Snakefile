@@ -14,6 +14,7 @@ include: "workflow/rules/dip.smk"
 include: "workflow/rules/ddpm.smk"
 include: "workflow/rules/earlystop.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/example1.smk"
 
 
 rule all:
@@ -31,3 +32,8 @@ rule models:
 rule priors:
     input:
         prior_targets(),
+
+
+rule example1:
+    input:
+        example1_targets(),

@@ -14,4 +14,5 @@ with log_to(snakemake.log[0]):
         out_all_cells=snakemake.output.all_cells,
         out_versions=snakemake.output.versions,
         out_dir=str(snakemake.output.all_cells).rsplit("/", 1)[0],
+        calibration_json=list(snakemake.input.calibration),
     )

@@ -3,6 +3,7 @@
     python scripts/cells.py                                  # counts per kind
     python scripts/cells.py dip                              # every DIP cell's folder
     python scripts/cells.py sample start=dip t0=100 mode=full --file metrics.csv
+    python scripts/cells.py --left-out                       # starts no model can serve
 
 Any printed path (with a file name) is a Snakemake target that builds that one cell.
 """
@@ -24,8 +25,15 @@ def main() -> None:
     parser.add_argument("filters", nargs="*", metavar="AXIS=VALUE", help="keep matching cells")
     parser.add_argument("--config", default=ROOT / "config" / "config.yaml", type=Path)
     parser.add_argument("--file", default="", help="append this file name to each folder")
+    parser.add_argument(
+        "--left-out", action="store_true", help="list the starts left out of the grid, and why"
+    )
     args = parser.parse_intermixed_args()
     config = load_config(args.config, ROOT / "workflow" / "schemas" / "config.schema.yaml")
+    if args.left_out:
+        for row in grid.left_out_cells(config):
+            print(", ".join(f"{k}={v}" for k, v in row.items()))
+        return
     cells = grid.cells(config)
     if args.kind is None:
         for kind, found in cells.items():

@@ -16,7 +16,8 @@ with log_to(snakemake.log[0]):
         out_metrics=snakemake.output.metrics,
         out_json=snakemake.output.json,
         out_preview=snakemake.output.preview,
-        reference_npz=snakemake.input.reference,
+        reference_npz=snakemake.input.get("reference") or None,
         weights=snakemake.params.weights,
         out_fid=snakemake.output.fid,
+        calibration_json=list(snakemake.input.calibration),
     )

@@ -25,7 +25,7 @@ MODEL = {
 }
 FULL = {**MODEL, "mode": "full", "t_max": 1000}
 TRUNC = {**MODEL, "mode": "truncated", "t_max": 300}
-SAMPLER = {"sampler": "ddim", "eta": 0, "lam": 0}
+SAMPLER = {"sampler": "ddim", "eta": 0, "lam": 0, "window": None, "k": 1}
 
 
 def _metrics(psnrs, **columns):

@@ -357,3 +357,14 @@ def test_missing_kind_parameters_do_not_hide_the_other_checks(config, schema):
     for key in ("tasks.inpaint-d50.drop", "earlystop.dataset", "ddpm.sample.prior_arch"):
         assert any(f"'{key}'" in p for p in problems), key
     assert any("'tasks.sr-x2.factor': 3" in p for p in problems)
+
+
+def test_a_block_naming_what_does_not_exist_is_named(config, schema):
+    config["ddpm"]["sample"]["blocks"] = [
+        {"name": "arch", "task": "inpaint-d50", "prior_arch": ["skip", "encdc"]},
+        {"name": "typo", "task": "denoise-s2", "prior_iters": [123]},
+    ]
+    message = _error(config, schema)
+    assert "'ddpm.sample.blocks[0].prior_arch'" in message and "'encdc'" in message
+    assert "'ddpm.sample.blocks[1].task'" in message and "denoise-s2" in message
+    assert "'ddpm.sample.blocks[1].prior_iters' 123" in message

@@ -38,12 +38,16 @@ def test_default_config_expands_to_the_documented_cells(default):
     # 4 archs on denoising + skip on inpainting and SR, plus the generation prior.
     assert counts["dip"] == 7
     assert counts["train"] == 2
-    # full: noise, obs and 3 t0 x (lam 0, 0.5) at 2 step counts = 16; truncated (t_max 300):
-    # obs and 3 t0 x 2 lam at 2 step counts = 14; convergence at ckpt 150: 2; generation: 3.
-    assert counts["sample"] == 35
+    # Each model (full; truncated, t_max 300): DDPM alone from the observation and 3 t0 x
+    # (lam 0, 0.5) at 2 step counts = 14 (no chain from noise: denoising is never scored
+    # on a generation); convergence at ckpt 150: 2; generation: 3.
+    assert counts["sample"] == 33
     assert counts["generate"] == 2 and counts["earlystop"] == 2
     purposes = Counter(c["purpose"] for c in cells["sample"])
-    assert purposes == {"restoration": 32, "generation": 3}
+    assert purposes == {"restoration": 30, "generation": 3}
+    assert not [
+        c for c in cells["sample"] if c["purpose"] == "restoration" and c["start"] == "noise"
+    ]
 
 
 @pytest.mark.parametrize("name", ["config.yaml", "paper.yaml", "study.yaml"])
@@ -67,7 +71,7 @@ def test_every_cell_has_one_path_that_maps_back_to_its_identity(root, name):
 
 def test_paper_config_scales_every_axis(paper):
     cells = grid.cells(paper)
-    assert len(cells["dip"]) > 90 and len(cells["sample"]) > 800
+    assert len(cells["dip"]) > 90 and len(cells["sample"]) > 700
     assert {c["obs_seed"] for c in cells["dip"]} == {"0", "1", "2"}
     assert {c["dip_seed"] for c in cells["dip"]} == {"0"}
 
@@ -108,6 +112,8 @@ def test_starts_a_model_cannot_serve_are_left_out_by_name(study):
     left = grid.left_out_cells(config)
     reasons = {(r["mode"], r["start"], r["t0"]) for r in left}
     assert ("truncated", "dip", "300") in reasons and ("truncated", "noise", "1000") in reasons
+    # Denoising never starts from noise: nothing to leave out there.
+    assert not [r for r in left if r["task"].startswith("denoise") and r["start"] == "noise"]
     assert all(r["mode"] == "truncated" for r in left)
     assert all("t_max 150" in r["reason"] for r in left)
     cells = grid.sample_cells(config)
@@ -180,3 +186,27 @@ def test_no_path_pattern_is_spelled_outside_the_grid_module(root):
             if SEGMENT.search(line):
                 offenders.append(f"{path.relative_to(root)}:{number}: {line.strip()}")
     assert not offenders, "path patterns outside the grid package:\n" + "\n".join(offenders)
+
+
+def test_sample_blocks_are_a_union_of_small_products(study):
+    cells = grid.sample_cells(study)
+    s25 = [c for c in cells if c["task"] == "denoise-s25" and c["start"] == "dip"]
+    # The ladder block: every step count, only on sigma 25.
+    assert {c["steps"] for c in s25} == {"1", "2", "5", "10", "25", "50", "100"}
+    other = [c for c in cells if c["task"] == "denoise-s50" and c["start"] == "dip"]
+    assert {c["steps"] for c in other} == {"25"}
+    # The architecture x duration block is on sigma 25 only.
+    assert {c["arch"] for c in other} == {"skip"} and {c["arch"] for c in s25} == {
+        "skip",
+        "encdec",
+    }
+    # A cell two blocks share is one cell.
+    paths = [grid.SAMPLE.path(c) for c in cells]
+    assert len(paths) == len(set(paths))
+    # t0 = 0 is the prior itself: one step count, one chain, never guided.
+    zero = [c for c in cells if c["start"] == "dip" and c["t0"] == "0"]
+    assert zero and all(c["k"] == "1" and c["lam"] == "0" for c in zero)
+    assert len({c["steps"] for c in zero}) == 1
+    # K-sample means only where chains differ (never from the observation with DDIM eta 0).
+    assert not [c for c in cells if c["start"] == "obs" and c["eta"] == "0" and c["k"] != "1"]
+    assert [c for c in cells if c["start"] == "dip" and c["k"] == "4"]

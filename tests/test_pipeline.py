@@ -97,7 +97,13 @@ def test_report_has_every_section(workdir, full_run):
 def test_tidy_table_has_every_cell(workdir, full_run):
     cells = pd.read_csv(workdir / "results/tables/all_cells.csv")
     assert set(cells["stage"]) == {"dip", "ddpm"}
-    assert {"dip", "ddpm-noise", "ddpm-obs", "dip+ddpm", "dip-guided"} <= set(cells["method"])
+    assert {"dip", "ddpm-obs", "dip+ddpm", "dip-guided"} <= set(cells["method"])
+    # Denoising is never scored on a chain from pure noise (that is a generation).
+    assert "ddpm-noise" not in set(cells["method"])
+    ddpm = cells[cells["stage"] == "ddpm"]
+    cost = ["dip_iters", "nfe", "dip_seconds", "ddpm_seconds", "seconds_per_image"]
+    assert ddpm[cost].notna().all().all() and (ddpm["seconds_per_image"] > 0).all()
+    assert (ddpm.loc[ddpm["start"] == "dip", "dip_seconds"] > 0).all()
     dip = cells[cells["stage"] == "dip"]
     assert len(dip) == 3 * 2 * 4  # cells x durations x images
     assert cells["psnr"].notna().all()
@@ -155,14 +161,15 @@ def test_editing_one_grid_entry_reruns_only_the_cells_it_changes(
     root, workdir, full_run, tiny_archive, inception_weights
 ):
     config = tiny_config(root, tiny_archive, inception_weights)
-    # One architecture's width: only its own DIP cell reruns, then the summaries.
+    # One architecture's width: only its own DIP cell and cost calibration rerun, then the
+    # summaries (no sampling cell: none has that architecture as its prior).
     config["dip"]["archs"]["convdecoder"]["channels"] = 6
     # One more early-stopping schedule: only the new cell runs, the existing one stays.
     config["earlystop"]["grid"][0]["schedules"].append("linear")
     (workdir / "edited.yaml").write_text(yaml.safe_dump(config))
     jobs = scheduled_jobs(snakemake(root, workdir, "--dry-run", config="edited.yaml"))
-    expected = {"fit_dip": 1, "earlystop": 1, "aggregate": 1, "figures": 1, "report": 1}
-    assert jobs == {**expected, "all": 1, "total": 6}
+    expected = {"fit_dip": 1, "calibrate_dip": 1, "earlystop": 1, "aggregate": 1}
+    assert jobs == {**expected, "figures": 1, "report": 1, "all": 1, "total": 7}
 
 
 def test_a_second_checkout_sharing_the_venv_runs_its_own_code(

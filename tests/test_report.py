@@ -25,6 +25,8 @@ MODEL = {
     "sampler": "ddim",
     "eta": 0,
     "lam": 0,
+    "window": None,
+    "k": 1,
     "sample_seed": 0,
 }
 OBSERVATION = {

@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 from scipy import stats
 
-from dipddpm import grid
+from dipddpm import cost, grid
 from dipddpm.io import atomic_path, load_json, save_csv
 from dipddpm.metrics import steps_to_quality
 
@@ -260,7 +260,11 @@ def cell_label(row: Mapping[str, Any]) -> str:
         details.append(f"t0={_tag(row, 't0')}")
         if method == "dip-guided":
             details.append(f"lam={_tag(row, 'lam')}")
+            if _tag(row, "window") not in (None, "1"):
+                details.append(f"window={_tag(row, 'window')}")
         details.append(f"prior {_tag(row, 'arch')}-i{_tag(row, 'iters')}")
+    if _tag(row, "k") not in (None, "1"):
+        details.append(f"mean of k={_tag(row, 'k')}")
     if details:
         label += f" ({', '.join(details)})"
     if _tag(row, "mode"):
@@ -317,10 +321,28 @@ def _with_label_first(table: pd.DataFrame) -> pd.DataFrame:
 # ---------------------------------------------------------------------------- tables
 
 
+def with_dip_cost(frame: pd.DataFrame, calibration: Mapping[str, Any]) -> pd.DataFrame:
+    """DIP rows with the calibrated cost of DIP alone: iters x seconds per iteration of
+    their architecture (the same columns sample rows carry; other rows unchanged)."""
+    if frame.empty or "stage" not in frame.columns:
+        return frame
+    frame = frame.copy()
+    dip = frame["stage"] == "dip"
+    pairs = frame.loc[dip, ["arch", "iters"]].drop_duplicates()
+    for arch, iters in pairs.itertuples(index=False):
+        columns = cost.cost_columns(calibration, arch, None, int(iters), 0)
+        rows = dip & (frame["arch"] == arch) & (frame["iters"] == iters)
+        for name, value in columns.items():
+            frame.loc[rows, name] = value
+    return frame
+
+
 def method_comparison(frame: pd.DataFrame) -> pd.DataFrame:
-    """PSNR/SSIM per restoration cell family: one row per identity without its seeds."""
+    """PSNR/SSIM per restoration cell family: one row per identity without its seeds.
+    ``seconds_per_image`` is the calibrated cost (one timing bench, never job wall time)."""
     rows = _restoration(frame, "dip", "ddpm")
-    table = summarise(rows, CELL_KEYS, ["psnr", "ssim", "nfe", "seconds"])
+    values = ["psnr", "ssim", "nfe", "seconds_per_image", "spread"]
+    table = summarise(rows, CELL_KEYS, [v for v in values if v in rows.columns])
     return _drop_empty_columns(_with_label_first(table))
 
 

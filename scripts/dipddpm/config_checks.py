@@ -313,6 +313,23 @@ def _ddpm_errors(config: dict) -> list[str]:
     return errors
 
 
+def _block_errors(config: dict) -> list[str]:
+    """Each sample block names tasks, architectures, modes and prior durations that exist.
+    (A prior outside the DIP grid is no error: its DIP cell is fitted on demand.)"""
+    ddpm, dip = config["ddpm"], config["dip"]
+    sample, modes = ddpm["sample"], {m["mode"] for m in ddpm["modes"]}
+    errors = []
+    for i, block in enumerate(sample.get("blocks") or []):
+        key = f"ddpm.sample.blocks[{i}]"
+        spec = {**sample, **block}
+        tasks, archs = _names(spec["task"]), _names(spec.get("prior_arch", DEFAULT_PRIOR_ARCH))
+        errors += _missing("task", f"{key}.task", tasks, config["tasks"])
+        errors += _missing("architecture", f"{key}.prior_arch", archs, dip["archs"])
+        errors += _missing("training mode", f"{key}.modes", block.get("modes", []), modes)
+        errors += [e.replace("'ddpm.sample.", f"'{key}.") for e in _prior_iters_errors(spec, dip)]
+    return errors
+
+
 def _prior_iters_errors(sample: dict, dip: dict) -> list[str]:
     prior_iters = sample.get("prior_iters", 1000)
     snapshots = set(dip.get("snapshots", [])) | {dip.get("iters", 3000)}
@@ -361,7 +378,7 @@ def _grid_value_lists(config: dict) -> Iterator[tuple[str, object]]:
     for field in ("seeds", "checkpoints", "eval_t"):
         yield f"ddpm.{field}", ddpm.get(field)
     sample = _section(ddpm, "sample")
-    for field in ("t0", "steps", "lam", "seeds", "prior_iters"):
+    for field in ("t0", "steps", "lam", "window", "k", "seeds", "prior_iters"):
         yield f"ddpm.sample.{field}", sample.get(field)
     yield "ddpm.generation.t0", _section(ddpm, "generation").get("t0")
     es = _section(config, "earlystop")
@@ -430,6 +447,7 @@ CHECKS: tuple[tuple[frozenset[str], Check], ...] = (
     (frozenset({"dip"}), _arch_errors),
     (frozenset({"data", "tasks", "dip"}), _dip_errors),
     (frozenset({"data", "tasks", "dip", "ddpm"}), _ddpm_errors),
+    (frozenset({"data", "tasks", "dip", "ddpm"}), _block_errors),
     (frozenset({"data", "tasks", "dip", "earlystop"}), _earlystop_errors),
     (frozenset({"data", "metrics"}), _metrics_errors),
     (frozenset({"data", "tasks", "dip", "ddpm", "earlystop"}), _fit_errors),

@@ -362,6 +362,23 @@ def calibrate(
     }
 
 
+def merge(calibrations: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One calibration from several made with the same batch, threads and image shape (one
+    file per architecture and per preset, so editing one architecture re-times only it)."""
+    if not calibrations:
+        raise ValueError("merge: no calibrations given")
+    first = calibrations[0]
+    for key in ("batch", "threads", "image_shape", "device", "format"):
+        values = {json.dumps(c.get(key)) for c in calibrations}
+        if len(values) > 1:
+            raise ValueError(f"merge: calibrations differ in {key!r} ({sorted(values)})")
+    merged = dict(first)
+    for key in ("dip_iteration_s", "unet_evaluation_s", "archs", "presets"):
+        merged[key] = {name: v for c in calibrations for name, v in c.get(key, {}).items()}
+    merged["date"] = sorted(str(c.get("date")) for c in calibrations)[-1]
+    return merged
+
+
 def _canonical(calibration: Mapping[str, Any]) -> str:
     # The exact text save_json writes: the id of a dict equals the hash of its file.
     return json.dumps(calibration, indent=2, sort_keys=True) + "\n"

@@ -135,7 +135,8 @@ MODELS_SUMMARY = MODEL_STORE or grid.TABLES
 
 def checkpoint_input(wildcards):
     """The weights a sampling cell reads: the model store's copy when one is configured
-    (committed weights are used as they are, with no retraining), else the training cell's."""
+    (committed weights are used as they are, with no retraining), else the training cell's.
+    """
     if MODEL_STORE:
         return grid.stored_checkpoint_path(dict(wildcards), MODEL_STORE)
     return grid.checkpoint_path(dict(wildcards))
@@ -168,6 +169,20 @@ def training_targets():
     return files(grid.TRAIN, grid.train_cells(config), "curve.csv")
 
 
+def sample_calibration_input(wildcards):
+    """The timings a sampling cell's cost is computed from: its UNet preset's and, for a
+    DIP start, its prior's architecture."""
+    archs = [wildcards.arch] if wildcards.start == "dip" else []
+    return grid.calibration_files(archs, [wildcards.preset])
+
+
+def calibration_targets():
+    """Every fitted architecture's and the UNet preset's timings (DIP rows get the cost
+    of DIP alone in aggregation)."""
+    archs = sorted({cell["arch"] for cell in grid.dip_cells(config)})
+    return grid.calibration_files(archs, [config["ddpm"]["model"]])
+
+
 def prior_targets():
     """The priors part: every DIP fit, its copy in the prior store (with one) and the
     DIP-alone summary of the stored priors."""
@@ -179,6 +194,21 @@ def prior_targets():
         for path in dip_targets(name)
     ]
     return dip_targets() + stored + [f"{PRIOR_STORE}/dip_summary.csv"]
+
+
+EXAMPLE1_DIR = config.get("example1", {}).get("out", f"{grid.RESULTS}/example1")
+
+
+def dip_metrics_inputs():
+    """DIP-alone per-image metrics: the prior store's copies when one is configured."""
+    paths = dip_targets("metrics.csv")
+    return [grid.in_store(p, PRIOR_STORE) for p in paths] if PRIOR_STORE else paths
+
+
+def example1_targets():
+    """The Example 1 part: every sampling cell and the study's answer tables."""
+    tables = [f"{EXAMPLE1_DIR}/{name}.csv" for name in EXAMPLE1_TABLES]
+    return sample_targets() + tables
 
 
 def model_targets():

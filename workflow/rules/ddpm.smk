@@ -78,12 +78,59 @@ rule summarise_models:
         "../../scripts/summarise_models.py"
 
 
+rule calibrate_dip:
+    output:
+        grid.CALIBRATION_DIP,
+    log:
+        f"{grid.LOGS}/calibration/dip-{{arch}}.log",
+    benchmark:
+        f"{grid.BENCHMARKS}/calibration/dip-{{arch}}.tsv"
+    conda:
+        "../../environment.yml"
+    # One thread and a fixed batch: a method's cost per image, independent of what else
+    # shares the machine when the cells run.
+    threads: 1
+    params:
+        archs=lambda wc: {wc.arch: config["dip"]["archs"][wc.arch]},
+        presets=[],
+        image_shape=[3, config["cost"]["image_size"], config["cost"]["image_size"]],
+        batch=config["cost"]["batch"],
+        repeats=config["cost"]["repeats"],
+        device=config["device"],
+    script:
+        "../../scripts/calibrate_cost.py"
+
+
+rule calibrate_unet:
+    output:
+        grid.CALIBRATION_UNET,
+    log:
+        f"{grid.LOGS}/calibration/unet-{{preset}}.log",
+    benchmark:
+        f"{grid.BENCHMARKS}/calibration/unet-{{preset}}.tsv"
+    conda:
+        "../../environment.yml"
+    threads: 1
+    params:
+        archs={},
+        presets=lambda wc: [wc.preset],
+        image_shape=[3, config["cost"]["image_size"], config["cost"]["image_size"]],
+        batch=config["cost"]["batch"],
+        repeats=config["cost"]["repeats"],
+        device=config["device"],
+    script:
+        "../../scripts/calibrate_cost.py"
+
+
 rule sample_ddpm:
     input:
         unpack(observation_input),
         ckpt=checkpoint_input,
         prior=prior_input,
-        reference=fid_reference_input(),
+        reference=(
+            fid_reference_input() if config["metrics"]["restoration_fid"] else []
+        ),
+        calibration=sample_calibration_input,
     output:
         npz=grid.SAMPLE.file("samples.npz"),
         metrics=grid.SAMPLE.file("metrics.csv"),

@@ -30,6 +30,7 @@ rule aggregate:
         curves=lambda wc: training_targets(),
         fids=lambda wc: fid_targets(),
         earlystop=lambda wc: earlystop_targets(),
+        calibration=lambda wc: calibration_targets(),
     output:
         all_cells=f"{grid.TABLES}/all_cells.csv",
         versions=f"{grid.TABLES}/code_versions.csv",

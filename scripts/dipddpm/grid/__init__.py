@@ -27,6 +27,7 @@ from .design import (
     prior_archs,
     prior_iters,
     qualitative_cells,
+    sample_blocks,
     sample_cells,
     sample_tasks,
     sigma_matched_step,

@@ -159,15 +159,24 @@ def _candidate_starts(
     def beyond(step: int) -> str | None:
         return f"starts at step {step} > the model's t_max {t_max}" if step > t_max else None
 
-    starts = [({"start": "noise", "t0": T, "lam": 0}, beyond(T))]
+    unguided = {"lam": 0, "window": None}
     if task_kind(config, task) == "denoise":
-        # A full model serves every step, so torch is only imported for a truncated one.
+        # DDPM alone denoises from the observation; a chain from pure noise would be a
+        # generation, which is never scored against a clean image. A full model serves
+        # every step, so torch is only imported for a truncated one.
         step = sigma_matched_step(config, task) if t_max < T else 0
-        starts.append(({"start": "obs", "t0": "sigma", "lam": 0}, beyond(step)))
+        starts = [({"start": "obs", "t0": "sigma", **unguided}, beyond(step))]
+    else:
+        # Inpainting and SR: from noise, held to the observation at every step.
+        starts = [({"start": "noise", "t0": T, **unguided}, beyond(T))]
     for t0 in sample["t0"]:
+        starts.append(({"start": "dip", "t0": t0, **unguided}, beyond(t0)))
+        if t0 == 0:  # the prior itself: no chain to guide
+            continue
         starts += [
-            ({"start": "dip", "t0": t0, "lam": lam}, beyond(t0))
-            for lam in sorted({0.0, *sample["lam"]})
+            ({"start": "dip", "t0": t0, "lam": lam, "window": window}, beyond(t0))
+            for lam in sorted(set(sample["lam"]) - {0})
+            for window in sample.get("window", [1.0])
         ]
     return starts
 
@@ -186,6 +195,13 @@ def left_out_cells(config: Mapping) -> list[dict[str, str]]:
     """Restoration starts the design asks for that a model cannot serve (a truncated model
     asked to start above its t_max), by name with the reason: they are never cells."""
     out = []
+    for block in sample_blocks(config):
+        out += _block_left_out(block)
+    return _unique_rows(out)
+
+
+def _block_left_out(config: Mapping) -> list[dict[str, str]]:
+    out = []
     for task, model in itertools.product(sample_tasks(config), train_cells(config)):
         for start, reason in _candidate_starts(config, task, int(model["t_max"])):
             if reason:
@@ -197,10 +213,11 @@ def left_out_cells(config: Mapping) -> list[dict[str, str]]:
                         "start": start["start"],
                         "t0": canonical(start["t0"]),
                         "lam": canonical(start["lam"]),
+                        "window": canonical(start["window"]),
                         "reason": reason,
                     }
                 )
-    return _unique_rows(out)
+    return out
 
 
 def _unique_rows(rows: list[dict[str, str]]) -> list[dict[str, str]]:
@@ -244,7 +261,32 @@ def _observations(config: Mapping, dataset: str, task: str) -> list[dict[str, An
     ]
 
 
+def sample_blocks(config: Mapping) -> list[Mapping]:
+    """The config as each block of ``ddpm.sample.blocks`` sees it: the block's values over
+    the sample-level ones, and only the training modes it names. Without blocks, the
+    config itself: one block, the full product of the sample-level axes.
+
+    Blocks keep a study affordable: the headline rows on every task, a dense t0 grid, a
+    step ladder or one-at-a-time ablations on one task, each its own small product; the
+    sample grid is their union (a cell two blocks share is one cell)."""
+    sample = config["ddpm"]["sample"]
+    blocks = sample.get("blocks") or [{}]
+    out = []
+    for block in blocks:
+        spec = {k: v for k, v in sample.items() if k != "blocks"}
+        spec.update({k: v for k, v in block.items() if k not in ("name", "modes")})
+        modes = config["ddpm"]["modes"]
+        if "modes" in block:
+            modes = [m for m in modes if m["mode"] in block["modes"]]
+        out.append({**config, "ddpm": {**config["ddpm"], "sample": spec, "modes": modes}})
+    return out
+
+
 def _restoration_cells(config: Mapping) -> list[dict[str, str]]:
+    return _unique([c for block in sample_blocks(config) for c in _block_cells(block)])
+
+
+def _block_cells(config: Mapping) -> list[dict[str, str]]:
     sample = config["ddpm"]["sample"]
     cells = []
     observations = [
@@ -254,9 +296,10 @@ def _restoration_cells(config: Mapping) -> list[dict[str, str]]:
     ]
     for obs, model in itertools.product(observations, _model_axes(config)):
         for start in _restoration_starts(config, obs["task"], int(model["t_max"])):
-            for prior, steps, seed in itertools.product(
+            for prior, steps, k, seed in itertools.product(
                 _prior_axes(config, start["start"], prior_iters(config)),
-                sample["steps"],
+                _step_counts(config, start),
+                _chain_counts(config, start),
                 sample["seeds"],
             ):
                 cells.append(
@@ -269,10 +312,30 @@ def _restoration_cells(config: Mapping) -> list[dict[str, str]]:
                         **start,
                         **_sampler(config),
                         steps=steps,
+                        k=k,
                         sample_seed=seed,
                     )
                 )
     return cells
+
+
+def _chain_counts(config: Mapping, start: Mapping[str, Any]) -> list[int]:
+    """The K of the K-sample means: only where chains differ. From the observation with
+    deterministic DDIM (eta 0), or from the prior itself (t0 = 0: no chain), every chain is
+    the same, so only K = 1 is a cell."""
+    sample = config["ddpm"]["sample"]
+    from_obs = start["start"] == "obs" and sample["sampler"] == "ddim" and sample["eta"] == 0
+    return [1] if from_obs or _no_chain(start) else sample.get("k", [1])
+
+
+def _step_counts(config: Mapping, start: Mapping[str, Any]) -> list[int]:
+    """Reverse steps of a start; the prior itself (t0 = 0) runs none, so one cell."""
+    steps = config["ddpm"]["sample"]["steps"]
+    return [min(steps)] if _no_chain(start) else steps
+
+
+def _no_chain(start: Mapping[str, Any]) -> bool:
+    return start["start"] == "dip" and int(start["t0"]) == 0
 
 
 def convergence_t0(config: Mapping) -> int:
@@ -309,6 +372,8 @@ def _convergence_cells(config: Mapping) -> list[dict[str, str]]:
                         start="dip",
                         t0=t0,
                         lam=0,
+                        window=None,
+                        k=1,
                         **_sampler(config),
                         steps=max(sample["steps"]),
                         sample_seed=sample["seeds"][0],
@@ -343,6 +408,8 @@ def _generation_cells(config: Mapping) -> list[dict[str, str]]:
                         start="dip",
                         t0=t0,
                         lam=0,
+                        window=None,
+                        k=1,
                         **_sampler(config),
                         steps=gen["steps"],
                         sample_seed=seed,

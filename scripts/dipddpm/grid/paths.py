@@ -9,7 +9,7 @@ cell.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,8 @@ _AXES = [
     Axis("eta", "eta", FLOAT, "DDIM eta"),
     Axis("steps", "steps", INT, "reverse steps"),
     Axis("lam", "lam", FLOAT, "DIP guidance weight"),
+    Axis("window", "gwin", FLOAT, "share of the chain, at its end, that DIP guidance acts on"),
+    Axis("k", "k", INT, "sampling chains averaged per image (posterior-mean estimate)"),
     Axis("sample_seed", "sseed", INT, "seed of the sampler noise"),
     Axis("es_schedule", "esched", "linear|cosine|geometric", "progressive-target schedule"),
     Axis("stages", "stages", INT, "progressive-target stages"),
@@ -153,6 +155,8 @@ SAMPLE = Kind(
         "eta",
         "steps",
         "lam",
+        "window",
+        "k",
         "sample_seed",
     ),
 )
@@ -174,6 +178,17 @@ FIGURES = f"{RESULTS}/figures"
 REPORT = f"{RESULTS}/report"
 LOGS = f"{RESULTS}/logs"
 BENCHMARKS = f"{RESULTS}/benchmarks"
+# The timing bench every method's calibrated cost is read from: one file per DIP
+# architecture and per UNet preset, so editing one re-times only it.
+CALIBRATION_DIP = f"{RESULTS}/calibration/dip-{{arch}}.json"
+CALIBRATION_UNET = f"{RESULTS}/calibration/unet-{{preset}}.json"
+
+
+def calibration_files(archs: Iterable[str] = (), presets: Iterable[str] = ()) -> list[str]:
+    """The calibration files of these architectures and presets."""
+    return [CALIBRATION_DIP.format(arch=a) for a in archs] + [
+        CALIBRATION_UNET.format(preset=p) for p in presets
+    ]
 
 
 def wildcard_constraints() -> dict[str, str]:

@@ -14,6 +14,7 @@ Sampling methods (the ``method`` column of every sample cell):
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +22,21 @@ import torch
 
 from .. import figures, grid
 from ..aggregate import collect
+from ..cost import cost_columns
+from ..cost import load as load_calibration
+from ..cost import merge as merge_calibrations
 from ..ddpm.checkpoint import export_weights
 from ..ddpm.convergence import convergence_table, convergence_verdicts
-from ..ddpm.sample import Guide, diffuse_prior, generate, noise_start, observation_start, sample
+from ..ddpm.sample import (
+    Consistency,
+    Guide,
+    diffuse_prior,
+    generate,
+    noise_start,
+    observation_start,
+    sample_k,
+    t_for_sigma,
+)
 from ..ddpm.train import TrainConfig, load_model, train
 from ..device import describe_device, pick_device
 from ..io import image_grid, load_json, load_npz, save_csv, save_json, save_npz, save_png
@@ -181,60 +194,81 @@ def run_sample_cell(
     reference_npz,
     weights,
     out_fid,
+    calibration_json: list,
 ) -> None:
-    """Restore a degraded set with a trained DDPM from one start point; write metrics and
-    the set's FID/KID against ``reference_npz`` (Inception ``weights``).
+    """Restore a degraded set with a trained DDPM from one start point; write metrics (with
+    the method's calibrated cost per image) and the set's FID/KID against ``reference_npz``
+    (Inception ``weights``).
 
     ``cell`` is the sampling cell's identity (grid.SAMPLE axes): its start, t0, sampler,
-    eta, steps, lam and sample seed say how to sample, its prior axes which DIP output."""
+    eta, steps, lam, window, k and sample seed say how to sample, its prior axes which DIP
+    output. Inpainting and SR hold every method to the observation at every step
+    (:class:`Consistency`); with k > 1 the restored image is the mean of k chains."""
     model, diffusion, meta, dev = load_for_sampling(ckpt, device, threads)
     data, task, operator = load_observation(degraded_npz, degraded_json)
-    prior = None
-    if prior_npz is not None:
-        prior = load_prior(prior_npz, int(cell["iters"]))
-    start, lam, steps = cell["start"], float(cell["lam"]), int(cell["steps"])
-    sampler, eta = cell["sampler"], float(cell["eta"])
-    generator = torch.Generator().manual_seed(int(cell["sample_seed"]))
-    x_start, t_start = start_point(start, diffusion, data, task, prior, cell["t0"], generator)
+    prior = None if prior_npz is None else load_prior(prior_npz, int(cell["iters"]))
+    start, lam, k = cell["start"], float(cell["lam"]), int(cell["k"])
+    t_start = start_step(start, diffusion, task, cell["t0"])
     check_trained_range(meta, t_start, ckpt)
-    guide = Guide.for_task(operator, data["observed"], x_dip=prior, lam=lam)
-    result = sample(
+    result = sample_k(
         model,
         diffusion,
-        x_start,
+        lambda g: start_point(start, diffusion, data, task, prior, cell["t0"], g)[0],
         t_start,
-        min(steps, t_start),
-        sampler,
-        eta,
-        guide=guide,
-        generator=generator,
+        min(int(cell["steps"]), t_start),
+        k,
+        cell["sampler"],
+        float(cell["eta"]),
+        guide=dip_guide(prior, lam, cell["window"], t_start),
+        consistency=Consistency.for_task(operator, data["observed"]),
+        generator=torch.Generator().manual_seed(int(cell["sample_seed"])),
     )
-    metrics = per_image_metrics(result.images, data["clean"])
+    chain_nfe = result.nfe // k
+    metrics = per_image_metrics(result.mean, data["clean"])
     method = method_name(start, lam)
-    run = {"t_start": t_start, "nfe": result.nfe, "seconds": result.seconds}
-    for key, value in {**run, "stage": "ddpm", "device": dev.type}.items():
+    dip_iters = int(cell["iters"]) if start == "dip" else 0
+    calibration = merge_calibrations([load_calibration(p) for p in calibration_json])
+    cost = cost_columns(calibration, cell["arch"], cell["preset"], dip_iters, chain_nfe, k)
+    run = {"t_start": t_start, "chain_nfe": chain_nfe, "wall_seconds": result.seconds}
+    for key, value in {**run, **cost, "stage": "ddpm", "device": dev.type}.items():
         metrics[key] = value
-    save_png(
-        out_preview,
-        image_grid(
-            np.concatenate([data["clean"][:8], result.images[:8]]), ncol=min(8, len(result.images))
-        ),
-    )
+    metrics["spread"] = result.spread
+    shown = result.mean[:8]
+    save_png(out_preview, image_grid(np.concatenate([data["clean"][:8], shown]), ncol=len(shown)))
     save_csv(out_metrics, grid.stamp(metrics, cell, method))
+    identity = grid.full_identity(cell, method)
     save_json(
         out_json,
         {
-            "identity": grid.full_identity(cell, method),
+            "identity": identity,
             **run,
+            **cost,
             "checkpoint": str(ckpt),
             "train_step": meta["step"],
             "train_config": meta["config"],
             **describe_device(dev),
         },
     )
-    save_npz(out_npz, samples=result.images)
-    identity = grid.full_identity(cell, method)
-    write_fid(result.images, identity, result.nfe, reference_npz, weights, device, out_fid)
+    chains = {"chains": result.samples} if k > 1 else {}
+    save_npz(out_npz, samples=result.mean, **chains)
+    write_fid(result.mean, identity, result.nfe, reference_npz, weights, device, out_fid)
+
+
+def start_step(start: str, diffusion, task: dict, t0: str) -> int:
+    """The step a start enters the chain at: T from noise, the sigma-matched step from the
+    observation, t0 from the DIP prior."""
+    if start == "noise":
+        return diffusion.T
+    if start == "obs":
+        return t_for_sigma(diffusion, float(task["sigma"]) / 255.0)
+    return int(t0)
+
+
+def dip_guide(prior, lam: float, window: str, t_start: int) -> Guide | None:
+    """DIP guidance of the x0 estimates on the last ``window`` share of the chain."""
+    if lam <= 0:
+        return None
+    return Guide(x_dip=prior, lam=lam, t_max=max(1, math.ceil(float(window) * t_start)))
 
 
 def check_trained_range(meta: dict, t_start: int, ckpt) -> None:

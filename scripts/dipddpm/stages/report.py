@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import aggregate, figures
+from .. import aggregate, cost, figures
 from ..fid import fid_kid, reference_stats
 from ..io import load_npz, save_csv, save_json
 from ..report import write_report
@@ -40,11 +40,21 @@ def run_fid_reference(clean_npz, weights, device: str, out_npz) -> None:
     )
 
 
+RESTORATION_FID_OFF = (
+    "not computed: metrics.restoration_fid is false (a restoration set of a few dozen "
+    "images is far too small for FID)"
+)
+
+
 def write_fid(images, identity: dict, nfe, reference_npz, weights, device: str, out_json) -> None:
     """FID/KID of one sample set, written next to it with the set's identity; records
     'unavailable' with the reason instead of failing. Computed in the job that sampled the
-    set, so no second process loads torch and the samples again."""
-    result = fid_kid(images, reference_npz, weights=weights, device=device)
+    set, so no second process loads torch and the samples again. ``reference_npz`` None:
+    not computed (restoration FID switched off), recorded as such."""
+    if reference_npz is None:
+        result = {"available": False, "reason": RESTORATION_FID_OFF, "n": len(images)}
+    else:
+        result = fid_kid(images, reference_npz, weights=weights, device=device)
     record = {"identity": identity, "nfe": nfe, **result, "stage": "fid", **code_version()}
     save_json(out_json, record)
 
@@ -59,9 +69,16 @@ def run_aggregate(
     out_all_cells,
     out_versions,
     out_dir,
+    calibration_json: list | None = None,
 ) -> None:
-    """The tidy table of every cell x image and the summary tables (CSV + Markdown)."""
+    """The tidy table of every cell x image and the summary tables (CSV + Markdown).
+
+    With a cost calibration, DIP rows get the calibrated cost of DIP alone (their
+    iterations x the architecture's seconds per iteration), as sample rows already do."""
     cells = aggregate.collect(metrics)
+    if calibration_json:
+        calibration = cost.merge([cost.load(path) for path in calibration_json])
+        cells = aggregate.with_dip_cost(cells, calibration)
     curve = aggregate.load_curves(curves) if curves else pd.DataFrame()
     fid = aggregate.collect_json(fids) if fids else pd.DataFrame()
     stops = aggregate.collect(earlystops) if earlystops else pd.DataFrame()
