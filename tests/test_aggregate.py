@@ -292,3 +292,24 @@ def test_an_all_digit_commit_is_one_version_across_csv_and_json_cells(cells, tmp
     )
     versions = agg.code_versions(agg.collect([tmp_path / "all.csv"]), agg.collect_json([fid]))
     assert len(versions) == 1
+
+
+def test_an_axis_added_later_reads_as_none_for_cells_it_does_not_apply_to(tmp_path):
+    cell = {
+        "purpose": "restoration",
+        "dataset": "d",
+        "task": "denoise-s25",
+        "obs_seed": 0,
+        "arch": "skip",
+        "dip_seed": 0,
+    }
+    path = tmp_path / grid.DIP.path(cell, "metrics.csv")
+    row = grid.full_identity({**cell, "iters": 100}, "dip")
+    old = {k: v for k, v in row.items() if k not in ("window", "k")}
+    save_csv(path, pd.DataFrame([{**old, "image": 0, "psnr": 20.0}]))
+    frame = agg.collect([path])
+    assert frame.loc[0, "window"] == "none" and frame.loc[0, "k"] == "none"
+    # An axis the cell's own path names cannot be missing.
+    save_csv(path, pd.DataFrame([{**{k: v for k, v in old.items() if k != "arch"}, "image": 0}]))
+    with pytest.raises(ValueError, match=r"lacks identity column\(s\) \['arch'\]"):
+        agg.collect([path])

@@ -64,6 +64,13 @@ def _read_cell_csv(path: Path) -> pd.DataFrame:
     except pd.errors.EmptyDataError as error:
         raise ValueError(f"collect: result file is empty: {path}") from error
     missing = [c for c in grid.IDENTITY_COLUMNS if c not in frame.columns]
+    # An axis added after a cell was written, and not one of that cell's own axes (its
+    # path names those), does not apply to it: `none`, as for any axis a cell lacks. So a
+    # committed DIP prior stays readable when sampling gains an axis.
+    own = set(grid.parse(path.parent)) | {"method"}
+    for column in [c for c in missing if c not in own]:
+        frame[column] = grid.NONE
+    missing = [c for c in missing if c in own]
     if missing and len(frame):
         raise ValueError(
             f"collect: {path} lacks identity column(s) {missing}; it was written by code "
