@@ -5,8 +5,8 @@ from dipddpm.stages.dip import store_prior
 
 with log_to(snakemake.log[0]):
     store_prior(
-        snakemake.input.npz,
-        snakemake.input.metrics,
+        snakemake.input.get("npz"),
+        snakemake.input.get("metrics"),
         snakemake.output.npz,
         snakemake.output.metrics,
     )

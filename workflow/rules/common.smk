@@ -169,6 +169,27 @@ def training_targets():
     return files(grid.TRAIN, grid.train_cells(config), "curve.csv")
 
 
+def _kept(stored: str, sources: dict[str, str]) -> dict[str, str]:
+    """A store's inputs: none once the stored copy exists. A committed copy is then a
+    source like the raw data: a fresh checkout samples from it, and no upstream change
+    (a re-prepared dataset, a new library version) retrains or refits behind it. Delete
+    the stored file to rebuild it from its cell."""
+    return {} if os.path.exists(stored) else sources
+
+
+def stored_model_source(wildcards):
+    cell = dict(wildcards)
+    stored = grid.stored_checkpoint_path(cell, MODEL_STORE)
+    return _kept(stored, {"checkpoint": grid.checkpoint_path(cell)})
+
+
+def stored_prior_source(wildcards):
+    cell = dict(wildcards)
+    stored = grid.in_store(grid.DIP.path(cell, "output.npz"), PRIOR_STORE)
+    sources = {name: grid.DIP.path(cell, name) for name in ("output.npz", "metrics.csv")}
+    return _kept(stored, {"npz": sources["output.npz"], "metrics": sources["metrics.csv"]})
+
+
 def sample_calibration_input(wildcards):
     """The timings a sampling cell's cost is computed from: its UNet preset's and, for a
     DIP start, its prior's architecture."""

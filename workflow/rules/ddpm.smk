@@ -44,7 +44,7 @@ if MODEL_STORE:
 
     rule store_model:
         input:
-            grid.checkpoint_file(),
+            unpack(stored_model_source),
         output:
             grid.stored_checkpoint_file(MODEL_STORE),
         log:

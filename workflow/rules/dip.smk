@@ -42,8 +42,7 @@ if PRIOR_STORE:
 
     rule store_prior:
         input:
-            npz=grid.DIP.file("output.npz"),
-            metrics=grid.DIP.file("metrics.csv"),
+            unpack(stored_prior_source),
         output:
             npz=grid.in_store(grid.DIP.file("output.npz"), PRIOR_STORE),
             metrics=grid.in_store(grid.DIP.file("metrics.csv"), PRIOR_STORE),

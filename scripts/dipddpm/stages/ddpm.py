@@ -105,6 +105,11 @@ def run_train_cell(
 
 def store_model(checkpoint, stored) -> None:
     """Copy a checkpoint's sampling weights into the model store (see export_weights)."""
+    if checkpoint is None:
+        raise ValueError(
+            f"{stored} was a stored copy, so the workflow did not ask for its training "
+            "cell: delete the stored file (not force the rule) to retrain it"
+        )
     kept = export_weights(checkpoint, stored)
     log.info("stored step-%d EMA weights of %s as %s", kept["step"], checkpoint, stored)
 

@@ -153,6 +153,11 @@ def store_prior(output_npz, metrics_csv, stored_npz, stored_metrics) -> None:
     """Keep what Example 1 reads from a DIP cell in the prior store: the EMA output at every
     stored duration as float16 (a few hundred kB a cell; its rounding, below 2.5e-4 on
     [0, 1] images, moves PSNR by far less than 0.01 dB) and the per-image metrics."""
+    if output_npz is None or metrics_csv is None:
+        raise ValueError(
+            f"{stored_npz} was a stored copy, so the workflow did not ask for its DIP "
+            "cell: delete the stored files (not force the rule) to refit it"
+        )
     arrays = load_npz(output_npz)
     kept = {k: v.astype(np.float16) for k, v in arrays.items() if SNAPSHOT_RE.match(k)}
     if not kept:
