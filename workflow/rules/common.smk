@@ -16,6 +16,9 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join([LIBRARY, *filter(None, [os.environ.get("PYTHONPATH")])])
 )
 from dipddpm import grid  # noqa: E402
+from dipddpm.logs import log_to  # noqa: E402
+from dipddpm.stages.ddpm import store_model  # noqa: E402
+from dipddpm.stages.dip import store_prior  # noqa: E402
 from dipddpm.config import ConfigError, load_schema, validate_config  # noqa: E402
 
 SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
@@ -177,6 +180,18 @@ def _kept(stored: str, sources: dict[str, str]) -> dict[str, str]:
     return {} if os.path.exists(stored) else sources
 
 
+def keep_model(input, output, log):
+    """store_model's body (a `run` rule: see there why not a script)."""
+    with log_to(log[0]):
+        store_model(input.get("checkpoint"), output[0])
+
+
+def keep_prior(input, output, log):
+    """store_prior's body (a `run` rule: see store_model why not a script)."""
+    with log_to(log[0]):
+        store_prior(input.get("npz"), input.get("metrics"), output.npz, output.metrics)
+
+
 def stored_model_source(wildcards):
     cell = dict(wildcards)
     stored = grid.stored_checkpoint_path(cell, MODEL_STORE)
@@ -186,8 +201,12 @@ def stored_model_source(wildcards):
 def stored_prior_source(wildcards):
     cell = dict(wildcards)
     stored = grid.in_store(grid.DIP.path(cell, "output.npz"), PRIOR_STORE)
-    sources = {name: grid.DIP.path(cell, name) for name in ("output.npz", "metrics.csv")}
-    return _kept(stored, {"npz": sources["output.npz"], "metrics": sources["metrics.csv"]})
+    sources = {
+        name: grid.DIP.path(cell, name) for name in ("output.npz", "metrics.csv")
+    }
+    return _kept(
+        stored, {"npz": sources["output.npz"], "metrics": sources["metrics.csv"]}
+    )
 
 
 def sample_calibration_input(wildcards):

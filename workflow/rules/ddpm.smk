@@ -43,16 +43,17 @@ rule train_ddpm:
 if MODEL_STORE:
 
     rule store_model:
+        # `run`, not `script`: Snakemake reruns a script rule whose output is older than
+        # its script, and after a checkout the order of those mtimes is arbitrary, which
+        # would re-derive (retrain) committed weights.
         input:
             unpack(stored_model_source),
         output:
             grid.stored_checkpoint_file(MODEL_STORE),
         log:
             grid.TRAIN.log.replace(".log", "-store-{ckpt}.log"),
-        conda:
-            "../../environment.yml"
-        script:
-            "../../scripts/store_model.py"
+        run:
+            keep_model(input, output, log)
 
 
 rule summarise_models:

@@ -41,6 +41,7 @@ rule fit_dip:
 if PRIOR_STORE:
 
     rule store_prior:
+        # `run`, not `script`: see store_model (committed copies must not be re-derived).
         input:
             unpack(stored_prior_source),
         output:
@@ -48,10 +49,8 @@ if PRIOR_STORE:
             metrics=grid.in_store(grid.DIP.file("metrics.csv"), PRIOR_STORE),
         log:
             grid.DIP.log.replace(".log", "-store.log"),
-        conda:
-            "../../environment.yml"
-        script:
-            "../../scripts/store_prior.py"
+        run:
+            keep_prior(input, output, log)
 
     rule summarise_priors:
         input:
