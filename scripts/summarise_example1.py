@@ -9,4 +9,9 @@ with log_to(snakemake.log[0]):
         list(snakemake.input.calibration),
         tuning=snakemake.params.tuning_every,
         out_dir=snakemake.params.out_dir,
+        observations=list(snakemake.input.observations),
+        priors=list(snakemake.input.priors),
+        T=snakemake.params.T,
+        schedule=snakemake.params.schedule,
+        model_verdicts=snakemake.params.model_verdicts,
     )

@@ -132,6 +132,11 @@ def load_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text())
 
 
+def save_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text if text.endswith("\n") else text + "\n")
+
+
 def save_csv(path: str | os.PathLike, frame) -> None:
     """Write a pandas DataFrame atomically, without the index."""
     with atomic_path(path) as tmp:

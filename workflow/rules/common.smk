@@ -245,6 +245,21 @@ def dip_metrics_inputs():
     return [grid.in_store(p, PRIOR_STORE) for p in paths] if PRIOR_STORE else paths
 
 
+def _dip_started():
+    return [cell for cell in grid.sample_cells(config) if cell["start"] == "dip"]
+
+
+def auto_t0_observations():
+    """The observations of DIP-started cells: auto-t0 estimates each prior's error from them."""
+    cells = {tuple(grid.observation_of(c).items()) for c in _dip_started()}
+    return sorted(grid.OBSERVATION.path(dict(c), "degraded.npz") for c in cells)
+
+
+def auto_t0_priors():
+    """The DIP outputs of DIP-started cells (their prior-store copies when one is set)."""
+    return sorted({prior_input(cell) for cell in _dip_started()})
+
+
 def example1_targets():
     """The Example 1 part: every sampling cell and the study's answer tables."""
     tables = [f"{EXAMPLE1_DIR}/{name}.csv" for name in EXAMPLE1_TABLES]

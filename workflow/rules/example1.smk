@@ -10,6 +10,8 @@ EXAMPLE1_TABLES = (
     "diversity",
     "cost_curves",
     "t0_curves",
+    "auto_t0",
+    "auto_t0_cases",
 )
 
 
@@ -17,6 +19,8 @@ rule summarise_example1:
     input:
         metrics=lambda wc: dip_metrics_inputs() + sample_targets(),
         calibration=lambda wc: calibration_targets(),
+        observations=lambda wc: auto_t0_observations(),
+        priors=lambda wc: auto_t0_priors(),
     output:
         tables=[f"{EXAMPLE1_DIR}/{name}.csv" for name in EXAMPLE1_TABLES],
         pareto=report(
@@ -25,12 +29,17 @@ rule summarise_example1:
             category="Example 1",
         ),
         t0=f"{EXAMPLE1_DIR}/psnr_vs_t0.png",
+        section=f"{EXAMPLE1_DIR}/example1.md",
     log:
         f"{grid.LOGS}/summarise_example1.log",
     conda:
         "../../environment.yml"
     params:
         tuning_every=config.get("example1", {}).get("tuning_every", 4),
+        T=config["ddpm"]["T"],
+        schedule=config["ddpm"]["schedule"],
+        # Read when present (the models part commits it), never required: see the stage.
+        model_verdicts=f"{MODELS_SUMMARY}/model_verdicts.csv",
         out_dir=lambda wc, output: str(Path(output.pareto).parent),
     script:
         "../../scripts/summarise_example1.py"

@@ -12,8 +12,9 @@ The pieces, in the order an evaluation uses them:
 
 * :func:`estimate_prior_error` estimates the per-image error RMS from the observation;
 * :func:`prior_error` is the true error RMS, for tuning images where the clean image is known;
-* :func:`fit_error_scale` calibrates the estimate on tuning images (the estimates are biased
-  low, see :func:`estimate_prior_error`), :func:`error_correlation` says how informative it is;
+* :func:`fit_error_scale` (proportional) or :func:`fit_error_affine` calibrates the estimate
+  on tuning images (the estimates are biased low, see :func:`estimate_prior_error`),
+  :func:`error_correlation` says how informative it is;
 * :func:`noise_level` is ``s(t)``; :func:`t_for_error` maps error RMS to t0 (clipped to a
   truncated model's range and snapped to the grid of t0 values that were sampled);
 * :func:`auto_t0_evaluation` scores the chosen t0 against the best grid t0 of each image.
@@ -180,6 +181,25 @@ def fit_error_scale(estimated, true, method: str = "lstsq") -> float:
     if method == "median":
         return float(np.median(tru[positive] / est[positive]))
     return float(np.dot(est, tru) / np.dot(est, est))
+
+
+def fit_error_affine(estimated, true) -> tuple[float, float]:
+    """``(intercept, slope)`` with ``true ~= intercept + slope * estimated``, fitted on TUNING
+    images only by least squares, the slope held >= 0 (a larger residual never means a
+    smaller error).
+
+    Use it where the estimate has a floor the proportional model cannot express: a DIP run
+    long enough to fit the noise has a residual below sigma, so :func:`estimate_prior_error`
+    clips to 0 while the true error is not 0. An uninformative estimate (all equal) gives
+    slope 0 and the tuning images' mean error: one t0 for every image.
+    """
+    est, tru = _paired(estimated, true)
+    if np.ptp(est) == 0:
+        return float(tru.mean()), 0.0
+    slope, intercept = np.polyfit(est, tru, 1)
+    if slope < 0:
+        return float(tru.mean()), 0.0
+    return float(intercept), float(slope)
 
 
 def error_correlation(estimated, true) -> dict:
