@@ -1,13 +1,15 @@
 """DDPM training with EMA, checkpoints and exact resume.
 
-Two modes: ``full`` trains on t ~ U{1..T} (an unconditional generator); ``truncated``
+Three modes: ``full`` trains on t ~ U{1..T} (an unconditional generator); ``truncated``
 trains only on t ~ U{1..t_max}, the part of the chain a DIP-prior start at t0 <= t_max
-ever uses.
+ever uses; ``prior-trained`` is truncated training in which a share p of each batch is
+noised from the DIP output of its training image and learns to recover the clean image
+(:mod:`dipddpm.ddpm.prior_training`, which says how its targets stay bounded).
 
-Resume is exact on CPU: the data order, timesteps, noise and dropout of step k come from
-generators seeded with (seed, k), not from state carried across steps, so a run that is
-killed and resumed from ``resume.pt`` (or the newest step checkpoint) reaches the same
-weights, bit for bit, as an uninterrupted run. Checkpoints hold the full state anyway
+Resume is exact on CPU: the data order, timesteps, noise, dropout and prior choice of
+step k come from generators seeded with (seed, k), not from state carried across steps, so
+a run that is killed and resumed from ``resume.pt`` (or the newest step checkpoint) reaches
+the same weights, bit for bit, as an uninterrupted run. Checkpoints hold the full state anyway
 (model, EMA, optimiser, RNG states, step, config, curve so far); how they are kept on disk
 across Snakemake's cleanup of a killed job is in :mod:`dipddpm.ddpm.checkpoint`.
 
@@ -53,6 +55,14 @@ from dipddpm.ddpm.checkpoint import (
     stale_settings,
 )
 from dipddpm.ddpm.diffusion import Diffusion, to_model_space
+from dipddpm.ddpm.prior_training import (
+    PRIOR_MODE,
+    TrainingPriors,
+    check_prior_settings,
+    prepare_priors,
+    prior_share_at,
+    prior_trained_loss,
+)
 from dipddpm.ddpm.unet import build_unet, unet_config
 from dipddpm.device import pick_device
 from dipddpm.io import save_csv
@@ -61,7 +71,10 @@ from dipddpm.version import source_hash
 
 log = logging.getLogger("dipddpm")
 
-MODES = ("full", "truncated")
+MODES = ("full", "truncated", PRIOR_MODE)
+# Seed streams of _step_seed: 0 batch order, 1 t and noise, 2 dropout, 4 evaluation probe,
+# 5 the prior-or-clean choice of prior-trained mode (its own, so the others never shift).
+PRIOR_STREAM = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,9 +84,14 @@ class TrainConfig:
     AdamW with linear warm-up over ``warmup`` steps, gradient-norm clipping at
     ``grad_clip`` (None: off), EMA of the weights with decay
     ``min(ema_decay, (1 + k) / (10 + k))`` so short runs get a useful average.
-    ``t_max`` is for ``truncated`` mode (``full`` trains on 1..T). A checkpoint is written
-    after each step in ``checkpoint_steps``, ``resume.pt`` every ``resume_every`` steps and
-    at the end. Every ``eval_every`` steps (0: never) the raw and EMA models are scored on
+    ``t_max`` is for ``truncated`` and ``prior-trained`` mode (``full`` trains on 1..T).
+    ``prior_share`` (p), ``prior_share_start`` and ``prior_ramp_steps`` are for
+    ``prior-trained`` mode only: a share p of each batch starts from the DIP prior; with
+    ``prior_share_start`` p rises linearly from it to ``prior_share`` over the first
+    ``prior_ramp_steps`` steps (default: all steps), see
+    :func:`~dipddpm.ddpm.prior_training.prior_share_at`. A checkpoint is written after
+    each step in ``checkpoint_steps``, ``resume.pt`` every ``resume_every`` steps and at
+    the end. Every ``eval_every`` steps (0: never) the raw and EMA models are scored on
     held-out images noised to ``eval_ts`` (None: :func:`default_eval_ts`).
     ``bf16`` (autocast) and ``compile`` (torch.compile) take effect on CUDA only (unless
     :func:`train` is given ``cpu_speedups``).
@@ -100,6 +118,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     prediction: str = "eps"
     unet_overrides: Mapping[str, Any] | None = None
+    prior_share: float | None = None
+    prior_share_start: float | None = None
+    prior_ramp_steps: int | None = None
 
     def __post_init__(self) -> None:
         # Lists from YAML become tuples, so a config stays immutable once built.
@@ -107,6 +128,9 @@ class TrainConfig:
         if self.eval_ts is not None:
             object.__setattr__(self, "eval_ts", tuple(int(t) for t in self.eval_ts))
         _resolve_t_max(self.mode, self.T, self.t_max)
+        check_prior_settings(
+            self.mode, self.prior_share, self.prior_share_start, self.prior_ramp_steps
+        )
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError(
                 f"steps and batch_size must be >= 1; got {self.steps}, {self.batch_size}"
@@ -120,16 +144,23 @@ class TrainConfig:
         """The largest timestep trained on."""
         return _resolve_t_max(self.mode, self.T, self.t_max)
 
+    @property
+    def prior_ramp(self) -> int:
+        """Steps over which the prior share ramps up (all steps unless set)."""
+        return self.steps if self.prior_ramp_steps is None else int(self.prior_ramp_steps)
+
 
 def _resolve_t_max(mode: str, T: int, t_max: int | None) -> int:
     if mode not in MODES:
         raise ValueError(f"training mode must be one of {MODES}; got {mode!r}")
     if mode == "full":
         if t_max not in (None, T):
-            raise ValueError(f"t_max={t_max} is only used in truncated mode (full uses T={T})")
+            raise ValueError(
+                f"t_max={t_max} is only used in truncated and {PRIOR_MODE} mode (full uses T={T})"
+            )
         return T
     if t_max is None or not 1 <= t_max <= T:
-        raise ValueError(f"truncated mode needs t_max in 1..T={T}; got {t_max}")
+        raise ValueError(f"{mode} mode needs t_max in 1..T={T}; got {t_max}")
     return t_max
 
 
@@ -221,6 +252,7 @@ class Run:
     optimizer: torch.optim.Optimizer
     forward: nn.Module  # the model, compiled when asked
     data: torch.Tensor
+    priors: TrainingPriors | None = None  # prior-trained mode: the DIP outputs of ``data``
     step: int = 0
     rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     elapsed: float = 0.0  # training wall time, summed across resumes
@@ -277,14 +309,31 @@ def _meta(
     }
 
 
+def _prior_meta(config: TrainConfig, priors: TrainingPriors) -> dict[str, Any]:
+    """What decides a prior-trained run beyond the common settings; a resume must match it.
+
+    The ramp length is resolved: a ramp over all steps changes with ``steps``, so a run
+    extended to more steps starts over instead of continuing another schedule."""
+    return {
+        "share": config.prior_share,
+        "share_start": config.prior_share_start,
+        "ramp_steps": config.prior_ramp,
+        "digest": priors.digest,
+        "error_rms_median": float(np.median(priors.error_rms)),
+        "t_floor_median": int(priors.t_floor.median()),
+    }
+
+
 def build_run(
     config: TrainConfig,
     images01: np.ndarray,
     eval_images: np.ndarray | None,
     device: str | torch.device,
     cpu_speedups: bool = False,
+    priors01: np.ndarray | None = None,
 ) -> Run:
-    """Check the images and create the model (seeded), its EMA copy and the optimiser."""
+    """Check the images (and priors) and create the model (seeded), its EMA copy and the
+    optimiser."""
     overrides = dict(config.unet_overrides or {})
     overrides.setdefault("image_size", int(images01.shape[-1]) if images01.ndim == 4 else 32)
     unet_kwargs = unet_config(config.preset, **overrides)
@@ -296,6 +345,9 @@ def build_run(
     bf16, compile = _speedups(config, device, cpu_speedups)
     meta = _meta(config, unet_kwargs, images01.shape, bf16, compile)
     diffusion = Diffusion(config.schedule, config.T, config.prediction)
+    priors = _training_priors(config, priors01, images01, diffusion)
+    if priors is not None:
+        meta["prior"] = _prior_meta(config, priors)
     torch.manual_seed(config.seed)
     model = build_unet(config.preset, **overrides).to(device)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
@@ -304,7 +356,27 @@ def build_run(
     )
     forward = torch.compile(model) if compile else model
     data = torch.as_tensor(images01, dtype=torch.float32)
-    return Run(config, meta, device, bf16, diffusion, model, ema, optimizer, forward, data)
+    return Run(config, meta, device, bf16, diffusion, model, ema, optimizer, forward, data, priors)
+
+
+def _training_priors(
+    config: TrainConfig, priors01: np.ndarray | None, images01: np.ndarray, diffusion: Diffusion
+) -> TrainingPriors | None:
+    if config.mode != PRIOR_MODE:
+        if priors01 is not None:
+            raise ValueError(f"priors01 is only used in {PRIOR_MODE} mode, not {config.mode!r}")
+        return None
+    if priors01 is None:
+        raise ValueError(f"{PRIOR_MODE} mode needs priors01, the DIP outputs of the images")
+    return prepare_priors(priors01, images01, diffusion, config.t_hi)
+
+
+def _stale_prior(saved: dict[str, Any], meta: dict[str, Any]) -> list[str]:
+    """Prior settings or prior data that differ from the saved run's (checkpoint.RESUME_KEYS
+    predate prior-trained mode)."""
+    if saved.get("prior") == meta.get("prior"):
+        return []
+    return [f"prior: {saved.get('prior')!r} -> {meta.get('prior')!r}"]
 
 
 def resume(run: Run, out_dir: Path) -> None:
@@ -321,7 +393,7 @@ def resume(run: Run, out_dir: Path) -> None:
         return
     # RNG states must stay CPU tensors; load_state_dict moves weights to the device.
     state = load_checkpoint(path, map_location="cpu")
-    stale = stale_settings(state["config"], run.meta)
+    stale = stale_settings(state["config"], run.meta) + _stale_prior(state["config"], run.meta)
     if stale:  # a changed config or library: the saved weights are not this run's
         log.warning(
             "not resuming from %s, it was trained differently (%s); starting over",
@@ -344,13 +416,17 @@ def optimisation_step(run: Run) -> dict[str, Any]:
     tic = time.perf_counter()
     for group in run.optimizer.param_groups:
         group["lr"] = config.lr * min(1.0, (step + 1) / max(config.warmup, 1))
-    batch = run.data[batch_indices(len(run.data), config.batch_size, config.seed, step)]
-    x0 = to_model_space(batch).to(run.device)
+    index = batch_indices(len(run.data), config.batch_size, config.seed, step)
+    x0 = to_model_space(run.data[index]).to(run.device)
     gen = torch.Generator().manual_seed(_step_seed(config.seed, step, 1))
     torch.manual_seed(_step_seed(config.seed, step, 2))  # dropout
     bf16 = torch.autocast(run.device.type, dtype=torch.bfloat16) if run.bf16 else None
+    prior_columns = {}
     with bf16 or contextlib.nullcontext():
-        loss = run.diffusion.loss(run.forward, x0, t_max=config.t_hi, generator=gen)
+        if run.priors is None:
+            loss = run.diffusion.loss(run.forward, x0, t_max=config.t_hi, generator=gen)
+        else:
+            loss, prior_columns = _prior_batch_loss(run, index, x0, gen)
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if config.grad_clip is not None:
@@ -367,6 +443,33 @@ def optimisation_step(run: Run) -> dict[str, Any]:
         "lr": run.optimizer.param_groups[0]["lr"],
         "images_per_s": config.batch_size / seconds,
         "elapsed_s": run.elapsed,
+        **prior_columns,
+    }
+
+
+def _prior_batch_loss(
+    run: Run, index: torch.Tensor, x0: torch.Tensor, gen: torch.Generator
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The prior-trained loss of step ``run.step``'s batch and its curve columns: the
+    scheduled share p, the share actually drawn, and the prior samples' mean target RMS."""
+    config, step = run.config, run.step
+    share = prior_share_at(step, config.prior_share, config.prior_share_start, config.prior_ramp)
+    prior_gen = torch.Generator().manual_seed(_step_seed(config.seed, step, PRIOR_STREAM))
+    loss, stats = prior_trained_loss(
+        run.diffusion,
+        run.forward,
+        x0,
+        to_model_space(run.priors.images[index]).to(run.device),
+        run.priors.t_floor[index],
+        share,
+        config.t_hi,
+        gen,
+        prior_gen,
+    )
+    return loss, {
+        "prior_p": share,
+        "prior_drawn": stats.share,
+        "prior_target_rms": stats.target_rms,
     }
 
 
@@ -417,6 +520,7 @@ def train(
     progress: bool = True,
     stop_after: int | None = None,
     cpu_speedups: bool = False,
+    priors01: np.ndarray | None = None,
     **settings: Any,
 ) -> pd.DataFrame:
     """Train a DDPM UNet on ``images01`` ((N, 3, H, W) float in [0, 1]); return the curve.
@@ -433,10 +537,16 @@ def train(
     it lets CPU tests run those code paths). ``stop_after`` ends the call after that many
     total steps as if the job were killed (for tests of resume); the returned curve then
     covers the steps done so far.
+
+    ``prior-trained`` mode needs ``priors01``: the DIP outputs of the training images, an
+    array shaped like ``images01`` in [0, 1] with row i the prior of image i (align them by
+    name with :func:`dipddpm.ddpm.prior_training.align_priors`). Its curve rows also hold
+    ``prior_p`` (the scheduled share), ``prior_drawn`` (the share of the batch drawn as
+    prior samples) and ``prior_target_rms`` (their mean target RMS; NaN when none).
     """
     config = dataclasses.replace(config or TrainConfig(), **settings)
     out_dir = Path(out_dir)
-    run = build_run(config, images01, eval_images, device, cpu_speedups)
+    run = build_run(config, images01, eval_images, device, cpu_speedups, priors01)
     resume(run, out_dir)
     probe = make_probe(run, eval_images)
     end = config.steps if stop_after is None else min(config.steps, stop_after)
@@ -459,6 +569,7 @@ def train(
 
 __all__ = [
     "MODES",
+    "PRIOR_STREAM",
     "Run",
     "TrainConfig",
     "batch_indices",
