@@ -1,7 +1,7 @@
 """Adapter for rule fid_reference."""
 
 from dipddpm.logs import log_to
-from dipddpm.stages.report import run_fid_reference
+from dipddpm.stages.fid import run_fid_reference
 
 with log_to(snakemake.log[0]):
     run_fid_reference(

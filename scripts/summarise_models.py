@@ -1,7 +1,7 @@
 """Adapter for rule summarise_models."""
 
 from dipddpm.logs import log_to
-from dipddpm.stages.ddpm import summarise_models
+from dipddpm.stages.summaries import summarise_models
 
 with log_to(snakemake.log[0]):
     summarise_models(

@@ -28,7 +28,6 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from scipy import stats
 
 from dipddpm.ddpm.diffusion import Diffusion
 from dipddpm.ddpm.sample import t_for_sigma
@@ -209,6 +208,9 @@ def error_correlation(estimated, true) -> dict:
     any monotone mapping to t0 can exploit) and ``n``. A coefficient is NaN when either side
     is constant or there are fewer than 3 images, where a correlation means nothing.
     """
+    # scipy.stats costs about a second to import; every DDPM job imports this module.
+    from scipy import stats
+
     est, tru = _paired(estimated, true)
     out = {"pearson": math.nan, "spearman": math.nan, "n": int(est.size)}
     if est.size >= 3 and np.ptp(est) > 0 and np.ptp(tru) > 0:

@@ -20,13 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import figures, grid
-from ..aggregate import collect
+from .. import grid
 from ..cost import cost_columns
 from ..cost import load as load_calibration
 from ..cost import merge as merge_calibrations
 from ..ddpm.checkpoint import export_weights
-from ..ddpm.convergence import convergence_table, convergence_verdicts
 from ..ddpm.sample import (
     Consistency,
     Guide,
@@ -43,7 +41,7 @@ from ..io import image_grid, load_json, load_npz, save_csv, save_json, save_npz,
 from ..metrics import per_image_metrics
 from ..operators import Operator
 from .dip import load_prior
-from .report import write_fid
+from .fid import write_fid
 
 log = logging.getLogger("dipddpm")
 
@@ -112,31 +110,6 @@ def store_model(checkpoint, stored) -> None:
         )
     kept = export_weights(checkpoint, stored)
     log.info("stored step-%d EMA weights of %s as %s", kept["step"], checkpoint, stored)
-
-
-def summarise_models(
-    curves, batch_size: int, plateau_db: float, out_table, out_verdicts, out_figure_stem
-) -> None:
-    """The models part's summary: quality vs images seen and seconds, per model, and
-    which models have not flattened (under-trained) over their last doubling."""
-    frame = collect(curves)
-    keys = [k for k in grid.TRAIN.axes if k in frame.columns]
-    table = convergence_table(frame, keys, batch_size)
-    verdicts = convergence_verdicts(table, keys, plateau_db)
-    save_csv(out_table, table)
-    save_csv(out_verdicts, verdicts)
-    figures.model_convergence(table, keys, out_figure_stem)
-    for _, row in verdicts.iterrows():
-        log.info(
-            "%s t_max=%s: %.2f dB after %d images (%.0f s), +%.2f dB over the last doubling%s",
-            row["mode"],
-            row["t_max"],
-            row["final_psnr_mean"],
-            row["images_seen"],
-            row["train_seconds"],
-            row["last_doubling_gain_db"],
-            " (under-trained)" if row["under_trained"] else "",
-        )
 
 
 def common_eval_ts(train_cfg: dict, t_max: int | None) -> list[int] | None:

@@ -11,7 +11,6 @@ import pandas as pd
 import torch
 
 from .. import grid
-from ..aggregate import collect, dip_by_architecture
 from ..device import describe_device, pick_device
 from ..dip.fit import fit_dip
 from ..io import image_grid, load_json, load_npz, save_csv, save_json, save_npz, save_png
@@ -175,12 +174,3 @@ def load_prior(npz, iters: int) -> np.ndarray:
         found = sorted(k for k in arrays if SNAPSHOT_RE.match(k))
         raise ValueError(f"{npz} has no snapshot {key!r} (it has {found})")
     return arrays[key].astype(np.float32)
-
-
-def summarise_priors(metrics_csvs, out_csv) -> None:
-    """DIP alone in the prior store, per task, architecture and duration: mean PSNR/SSIM at
-    each stored duration and the mean per-image peak (an upper reference only: picking
-    the peak needs the clean image)."""
-    table = dip_by_architecture(collect(metrics_csvs))
-    save_csv(out_csv, table)
-    log.info("DIP priors: %d rows over %d cells", len(table), len(list(metrics_csvs)))
