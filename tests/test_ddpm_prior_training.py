@@ -16,6 +16,8 @@ from dipddpm.ddpm.prior_training import (
     align_priors,
     choose_prior_samples,
     excess_target_bound,
+    pool_index,
+    pool_members,
     prepare_priors,
     prior_share_at,
     prior_targets,
@@ -212,7 +214,7 @@ def test_the_prior_choice_draws_from_its_own_stream_only():
     for share in (0.0, 0.5):
         mine = torch.Generator().manual_seed(3)
         got, stats = prior_trained_loss(
-            diffusion, model, x0, x0 * 0.9, floors, share, 20, mine, torch.Generator()
+            diffusion, model, x0, x0, x0 * 0.9, floors, share, 20, mine, torch.Generator()
         )
         assert torch.equal(mine.get_state(), plain.get_state())
         if share == 0.0:
@@ -347,3 +349,46 @@ def test_align_priors_orders_by_name_and_refuses_gaps():
         align_priors(priors, ["a", "a", "d", "b"], ["a"])
     with pytest.raises(ValueError, match="3 names for 4 priors"):
         align_priors(priors, ["a", "b", "c"], ["a"])
+
+
+# ----------------------------------------------------------------- a pool of a few priors
+
+
+def test_a_prior_pool_of_a_subset_trains_prior_samples_on_pool_members(tmp_path):
+    clean = images(12)
+    index = np.array([1, 4, 7])
+    pool = blurred(clean)[index]
+    curve = fit(
+        tmp_path, clean, mode="prior-trained", prior_share=0.5, priors01=pool, prior_index=index
+    )
+    assert curve["prior_drawn"].between(0, 1).all() and curve["prior_drawn"].max() > 0
+    # p = 0 with a pool is truncated training bit for bit, like p = 0 without one.
+    fit(
+        tmp_path / "p0",
+        clean,
+        mode="prior-trained",
+        prior_share=0.0,
+        priors01=pool,
+        prior_index=index,
+    )
+    fit(tmp_path / "trunc", clean)
+    assert_same_weights(final_state(tmp_path / "p0"), final_state(tmp_path / "trunc"))
+
+
+def test_pool_members_are_drawn_from_the_pool_and_only_from_its_own_stream():
+    priors = prepare_priors(
+        blurred(images(12))[[2, 5]], images(12), Diffusion("linear", 50), 20, np.array([2, 5])
+    )
+    gen = torch.Generator().manual_seed(0)
+    members = pool_members(priors, torch.arange(6), gen)
+    assert set(members.tolist()) <= {0, 1} and priors.index.tolist() == [2, 5]
+    aligned = prepare_priors(blurred(images(12)), images(12), Diffusion("linear", 50), 20)
+    assert torch.equal(pool_members(aligned, torch.arange(6), gen), torch.arange(6))
+
+
+def test_pool_index_matches_names_and_refuses_strangers():
+    assert pool_index(["b", "d"], ["a", "b", "c", "d"]).tolist() == [1, 3]
+    with pytest.raises(ValueError, match="belong to no training image"):
+        pool_index(["z"], ["a", "b"])
+    with pytest.raises(ValueError, match="prior_index must lie in"):
+        prepare_priors(images(2), images(4), Diffusion("linear", 50), 20, np.array([3, 9]))

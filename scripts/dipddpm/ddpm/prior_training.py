@@ -138,12 +138,18 @@ def prior_share_at(
 
 
 class TrainingPriors(NamedTuple):
-    """The DIP outputs of the training images, row i belonging to training image i."""
+    """The DIP outputs of (a subset of) the training images: row i belongs to training image
+    ``index[i]``, or to training image i when ``index`` is None (every image has a prior).
 
-    images: torch.Tensor  # float32 (N, C, H, W) in [0, 1]
-    error_rms: np.ndarray  # (N,) ||x_DIP - x_0|| / sqrt(d), [0, 1] units
-    t_floor: torch.Tensor  # (N,) long: the smallest t a prior sample of image i is drawn at
-    digest: str  # sha256 of the float32 priors: a resume must see the same array
+    With a subset (the study fits DIP to 512 of 50,000 images), a prior sample is not the
+    batch's own image: it is a pool member drawn at random, clean image and prior together,
+    so the clean samples still come from the whole training set."""
+
+    images: torch.Tensor  # float32 (M, C, H, W) in [0, 1]
+    error_rms: np.ndarray  # (M,) ||x_DIP - x_0|| / sqrt(d), [0, 1] units
+    t_floor: torch.Tensor  # (M,) long: the smallest t a prior sample of row i is drawn at
+    digest: str  # sha256 of the float32 priors (and index): a resume must see the same pool
+    index: torch.Tensor | None = None  # (M,) long positions in the training images
 
 
 def check_priors(priors01: np.ndarray, images01: np.ndarray) -> None:
@@ -184,9 +190,23 @@ def excess_target_bound(diffusion: Diffusion) -> float:
 
 
 def prepare_priors(
-    priors01: np.ndarray, images01: np.ndarray, diffusion: Diffusion, t_max: int
+    priors01: np.ndarray,
+    images01: np.ndarray,
+    diffusion: Diffusion,
+    t_max: int,
+    index: np.ndarray | None = None,
 ) -> TrainingPriors:
-    """Check the priors against the training images; compute their errors and t floors."""
+    """Check the priors against their training images (``images01[index]``, or all of
+    ``images01`` row for row); compute their errors and t floors."""
+    if index is not None:
+        index = np.asarray(index, dtype=np.int64)
+        if index.ndim != 1 or len(np.unique(index)) != len(index):
+            raise ValueError("prior_index must list distinct training-image positions")
+        if len(index) and (index.min() < 0 or index.max() >= len(images01)):
+            raise ValueError(
+                f"prior_index must lie in 0..{len(images01) - 1}; got {index.min()}..{index.max()}"
+            )
+        images01 = images01[index]
     check_priors(priors01, images01)
     error = prior_error(priors01, images01)
     floors = t_floors(diffusion, error, t_max)
@@ -200,7 +220,10 @@ def prepare_priors(
             stacklevel=3,
         )
     images = torch.as_tensor(priors01, dtype=torch.float32)
-    digest = hashlib.sha256(images.numpy().tobytes()).hexdigest()[:16]
+    hashed = hashlib.sha256(images.numpy().tobytes())
+    if index is not None:
+        hashed.update(index.tobytes())
+    digest = hashed.hexdigest()[:16]
     log.info(
         "%d training priors: error RMS median %.4f (max %.4f), t floor median %d (max %d)",
         len(error),
@@ -209,7 +232,34 @@ def prepare_priors(
         int(floors.median()),
         int(floors.max()),
     )
-    return TrainingPriors(images, error, floors, digest)
+    pool = None if index is None else torch.as_tensor(index)
+    return TrainingPriors(images, error, floors, digest, pool)
+
+
+def pool_index(prior_names: Sequence[str], names: Sequence[str]) -> np.ndarray:
+    """Positions in the training images (named ``names``) of the images the priors belong to
+    (named ``prior_names``, in the priors' order): the ``index`` of a prior pool."""
+    prior_names, names = [str(n) for n in prior_names], [str(n) for n in names]
+    if len(set(prior_names)) != len(prior_names):
+        raise ValueError("prior_names has duplicates; each prior must name one image")
+    where = {name: i for i, name in enumerate(names)}
+    missing = [name for name in prior_names if name not in where]
+    if missing:
+        raise ValueError(
+            f"{len(missing)} of {len(prior_names)} priors belong to no training image "
+            f"(first: {missing[:3]}); fit DIP on a subset of the training set"
+        )
+    return np.array([where[name] for name in prior_names], dtype=np.int64)
+
+
+def pool_members(
+    priors: TrainingPriors, index: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
+    """Which prior row each batch example would start from: its own image's when every
+    image has a prior, else a pool member drawn uniformly (from ``generator`` only)."""
+    if priors.index is None:
+        return index
+    return torch.randint(len(priors.images), (len(index),), generator=generator)
 
 
 def align_priors(
@@ -296,6 +346,7 @@ def prior_trained_loss(
     diffusion: Diffusion,
     model: nn.Module,
     x0: torch.Tensor,
+    x0_prior: torch.Tensor,
     x_prior: torch.Tensor,
     t_floor: torch.Tensor,
     share: float,
@@ -305,14 +356,17 @@ def prior_trained_loss(
 ) -> tuple[torch.Tensor, PriorStats]:
     """The DDPM loss of a batch in which a share ``share`` starts from its DIP prior.
 
-    ``x0``/``x_prior`` are model-space batches (row i the clean image and its prior),
-    ``t_floor`` their floors. t and the noise are drawn from ``generator`` exactly as
-    :meth:`Diffusion.loss` draws them; the prior choice from ``prior_generator`` only."""
+    ``x0`` is the batch, ``x0_prior``/``x_prior`` the clean image and prior that row i
+    trains on if it becomes a prior sample (the same image as ``x0``'s row when every
+    training image has a prior; a pool member otherwise), ``t_floor`` their floors. t and
+    the noise are drawn from ``generator`` exactly as :meth:`Diffusion.loss` draws them;
+    the prior choice from ``prior_generator`` only."""
     n = x0.shape[0]
     t = diffusion.sample_t(n, t_max, generator).to(x0.device)
     noise = _randn(x0.shape, generator, x0)
     is_prior, t = choose_prior_samples(t, t_floor, share, t_max, prior_generator)
     mask = is_prior.reshape(-1, *([1] * (x0.ndim - 1)))
+    x0 = torch.where(mask, x0_prior, x0)
     x_start = torch.where(mask, x_prior, x0)
     xt = diffusion.q_sample(x_start, t, noise)
     target = prior_targets(diffusion, x0, x_start, t, noise, is_prior)
@@ -339,6 +393,8 @@ __all__ = [
     "check_priors",
     "choose_prior_samples",
     "excess_target_bound",
+    "pool_index",
+    "pool_members",
     "prepare_priors",
     "prior_share_at",
     "prior_targets",

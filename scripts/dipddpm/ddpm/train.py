@@ -59,6 +59,7 @@ from dipddpm.ddpm.prior_training import (
     PRIOR_MODE,
     TrainingPriors,
     check_prior_settings,
+    pool_members,
     prepare_priors,
     prior_share_at,
     prior_trained_loss,
@@ -75,6 +76,8 @@ MODES = ("full", "truncated", PRIOR_MODE)
 # Seed streams of _step_seed: 0 batch order, 1 t and noise, 2 dropout, 4 evaluation probe,
 # 5 the prior-or-clean choice of prior-trained mode (its own, so the others never shift).
 PRIOR_STREAM = 5
+# 6: which pool member a prior sample trains on, when only a subset has priors.
+POOL_STREAM = 6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -331,6 +334,7 @@ def build_run(
     device: str | torch.device,
     cpu_speedups: bool = False,
     priors01: np.ndarray | None = None,
+    prior_index: np.ndarray | None = None,
 ) -> Run:
     """Check the images (and priors) and create the model (seeded), its EMA copy and the
     optimiser."""
@@ -345,7 +349,7 @@ def build_run(
     bf16, compile = _speedups(config, device, cpu_speedups)
     meta = _meta(config, unet_kwargs, images01.shape, bf16, compile)
     diffusion = Diffusion(config.schedule, config.T, config.prediction)
-    priors = _training_priors(config, priors01, images01, diffusion)
+    priors = _training_priors(config, priors01, prior_index, images01, diffusion)
     if priors is not None:
         meta["prior"] = _prior_meta(config, priors)
     torch.manual_seed(config.seed)
@@ -360,7 +364,11 @@ def build_run(
 
 
 def _training_priors(
-    config: TrainConfig, priors01: np.ndarray | None, images01: np.ndarray, diffusion: Diffusion
+    config: TrainConfig,
+    priors01: np.ndarray | None,
+    prior_index: np.ndarray | None,
+    images01: np.ndarray,
+    diffusion: Diffusion,
 ) -> TrainingPriors | None:
     if config.mode != PRIOR_MODE:
         if priors01 is not None:
@@ -368,7 +376,7 @@ def _training_priors(
         return None
     if priors01 is None:
         raise ValueError(f"{PRIOR_MODE} mode needs priors01, the DIP outputs of the images")
-    return prepare_priors(priors01, images01, diffusion, config.t_hi)
+    return prepare_priors(priors01, images01, diffusion, config.t_hi, prior_index)
 
 
 def _stale_prior(saved: dict[str, Any], meta: dict[str, Any]) -> list[str]:
@@ -455,12 +463,16 @@ def _prior_batch_loss(
     config, step = run.config, run.step
     share = prior_share_at(step, config.prior_share, config.prior_share_start, config.prior_ramp)
     prior_gen = torch.Generator().manual_seed(_step_seed(config.seed, step, PRIOR_STREAM))
+    pool_gen = torch.Generator().manual_seed(_step_seed(config.seed, step, POOL_STREAM))
+    members = pool_members(run.priors, index, pool_gen)
+    own = members if run.priors.index is None else run.priors.index[members]
     loss, stats = prior_trained_loss(
         run.diffusion,
         run.forward,
         x0,
-        to_model_space(run.priors.images[index]).to(run.device),
-        run.priors.t_floor[index],
+        to_model_space(run.data[own]).to(run.device),
+        to_model_space(run.priors.images[members]).to(run.device),
+        run.priors.t_floor[members],
         share,
         config.t_hi,
         gen,
@@ -521,6 +533,7 @@ def train(
     stop_after: int | None = None,
     cpu_speedups: bool = False,
     priors01: np.ndarray | None = None,
+    prior_index: np.ndarray | None = None,
     **settings: Any,
 ) -> pd.DataFrame:
     """Train a DDPM UNet on ``images01`` ((N, 3, H, W) float in [0, 1]); return the curve.
@@ -540,13 +553,15 @@ def train(
 
     ``prior-trained`` mode needs ``priors01``: the DIP outputs of the training images, an
     array shaped like ``images01`` in [0, 1] with row i the prior of image i (align them by
-    name with :func:`dipddpm.ddpm.prior_training.align_priors`). Its curve rows also hold
+    name with :func:`dipddpm.ddpm.prior_training.align_priors`), or of a subset of them, the
+    images at positions ``prior_index`` (:func:`~dipddpm.ddpm.prior_training.pool_index`);
+    prior samples then train on pool members drawn at random. Its curve rows also hold
     ``prior_p`` (the scheduled share), ``prior_drawn`` (the share of the batch drawn as
     prior samples) and ``prior_target_rms`` (their mean target RMS; NaN when none).
     """
     config = dataclasses.replace(config or TrainConfig(), **settings)
     out_dir = Path(out_dir)
-    run = build_run(config, images01, eval_images, device, cpu_speedups, priors01)
+    run = build_run(config, images01, eval_images, device, cpu_speedups, priors01, prior_index)
     resume(run, out_dir)
     probe = make_probe(run, eval_images)
     end = config.steps if stop_after is None else min(config.steps, stop_after)
