@@ -13,4 +13,6 @@ with log_to(snakemake.log[0]):
         threads=snakemake.threads,
         out_dir=snakemake.params.out_dir,
         out_json=snakemake.output.json,
+        prior_npz=snakemake.input.get("prior"),
+        prior=snakemake.params.prior,
     )

@@ -368,3 +368,52 @@ def test_a_block_naming_what_does_not_exist_is_named(config, schema):
     assert "'ddpm.sample.blocks[0].prior_arch'" in message and "'encdc'" in message
     assert "'ddpm.sample.blocks[1].task'" in message and "denoise-s2" in message
     assert "'ddpm.sample.blocks[1].prior_iters' 123" in message
+
+
+PRIOR_MODE = {
+    "mode": "prior-p0.5",
+    "t_max": 300,
+    "prior": {
+        "dataset": "cifar10-train",
+        "task": "denoise-s25",
+        "arch": "skip",
+        "iters": 400,
+        "share": 0.5,
+    },
+}
+
+
+def _with_prior_mode(config, **changes):
+    mode = copy.deepcopy(PRIOR_MODE)
+    mode["prior"].update(changes.pop("prior", {}))
+    mode.update(changes)
+    config["ddpm"]["modes"].append(mode)
+    return config
+
+
+def test_a_prior_trained_mode_is_accepted_and_expands_to_its_cells(config, schema):
+    validate_config(_with_prior_mode(config), schema)
+    modes = {cell["mode"]: cell["t_max"] for cell in grid.train_cells(config)}
+    assert modes["prior-p0.5"] == "300"
+    training = [c for c in grid.dip_cells(config) if c["purpose"] == "training"]
+    assert training == [grid.training_prior_cell(config, PRIOR_MODE)]
+    assert training[0]["dataset"] == "cifar10-train" and training[0]["arch"] == "skip"
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"prior": None}, "mode 'prior-p0.5' needs a 'prior'"),
+        ({"mode": "truncated"}, "has a 'prior', so its name must start with 'prior-'"),
+        ({"prior": {"dataset": "cifar10-test"}}, "must be a subset of the DDPM's training set"),
+        ({"prior": {"iters": 300}}, "'ddpm.modes[2].prior.iters' 300 is not a DIP snapshot"),
+        ({"prior": {"arch": "unet"}}, "ddpm.modes[2].prior.arch"),
+    ],
+)
+def test_prior_trained_modes_name_priors_that_exist(config, schema, changes, message):
+    if "prior" in changes and changes["prior"] is None:
+        config = _with_prior_mode(config)
+        del config["ddpm"]["modes"][-1]["prior"]
+    else:
+        config = _with_prior_mode(config, **changes)
+    assert message in _error(config, schema)

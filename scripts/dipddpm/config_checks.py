@@ -278,13 +278,14 @@ def _ddpm_errors(config: dict) -> list[str]:
         errors.append(f"'ddpm.checkpoints': {late} exceed ddpm.steps = {steps}")
     sample = ddpm["sample"]
     for i, mode in enumerate(ddpm["modes"]):
-        if mode["mode"] == "truncated":
+        if mode["mode"] != "full":
             t_max = mode.get("t_max")
             # A t0 above t_max is not an error: that model's cells are left out by name
             # (grid.left_out_cells); only a t0 no model can serve is.
             if t_max is None or not 1 <= t_max <= T:
                 errors.append(f"'ddpm.modes[{i}].t_max' must be in 1..T={T}; got {t_max!r}")
-    served = max((m.get("t_max") or T) if m["mode"] == "truncated" else T for m in ddpm["modes"])
+        errors += _prior_mode_errors(config, i, mode)
+    served = max((m.get("t_max") or T) if m["mode"] != "full" else T for m in ddpm["modes"])
     unserved = [t0 for t0 in sample["t0"] if t0 > served]
     if unserved:
         errors.append(
@@ -424,10 +425,56 @@ def _duplicates_in(key: str, values: list) -> str:
     return f"'{key}' lists a value more than once ({groups}); list each value once"
 
 
+def _prior_mode_errors(config: dict, i: int, mode: dict) -> list[str]:
+    """A prior-* mode names its priors (and only it does); they must exist and belong to
+    the DDPM's own training images, so a prior sample is an image the model trains on."""
+    key, prior = f"ddpm.modes[{i}]", mode.get("prior")
+    named_prior = str(mode["mode"]).startswith("prior-")
+    if named_prior != bool(prior):
+        return [
+            f"'{key}': mode {mode['mode']!r} "
+            + ("needs a 'prior' (its DIP priors and share)" if named_prior else "")
+            + ("has a 'prior', so its name must start with 'prior-'" if prior else "")
+        ]
+    if not prior:
+        return []
+    datasets, dip = config["data"]["datasets"], config["dip"]
+    errors = _missing("dataset", f"{key}.prior.dataset", [prior["dataset"]], datasets)
+    errors += _missing("task", f"{key}.prior.task", [prior["task"]], config["tasks"])
+    errors += _missing("architecture", f"{key}.prior.arch", [prior["arch"]], dip["archs"])
+    if prior["iters"] not in set(dip.get("snapshots", [])) | {dip.get("iters")}:
+        errors.append(
+            f"'{key}.prior.iters' {prior['iters']} is not a DIP snapshot "
+            f"(dip.snapshots {dip.get('snapshots')} or dip.iters {dip.get('iters')})"
+        )
+    if not errors and not _subset_of(
+        datasets[prior["dataset"]], datasets[config["ddpm"]["dataset"]]
+    ):
+        errors.append(
+            f"'{key}.prior.dataset' {prior['dataset']!r} must be a subset of the DDPM's "
+            f"training set {config['ddpm']['dataset']!r} (that dataset itself, or drawn from "
+            "the whole CIFAR-10 split it is)"
+        )
+    return errors
+
+
+CIFAR10_SPLIT_SIZE = {"train": 50000, "test": 10000}
+
+
+def _subset_of(spec: dict, of: dict) -> bool:
+    """Whether dataset ``spec``'s images are among ``of``'s for sure: the same dataset, or
+    ``of`` is a whole CIFAR-10 split that ``spec`` draws from. (Two class-balanced draws of
+    different sizes are not nested in general; training checks the names anyway.)"""
+    if spec == of:
+        return True
+    same_split = all(spec.get(k) == of.get(k) for k in ("source", "split"))
+    return same_split and of.get("n") == CIFAR10_SPLIT_SIZE.get(str(of.get("split")))
+
+
 def _duplicate_mode_errors(config: dict) -> list[str]:
     modes = _list(_section(config, "ddpm").get("modes"))
     spelled = [
-        f"{m.get('mode')} t_max={m.get('t_max')}" if m.get("mode") == "truncated" else "full"
+        f"{m.get('mode')} t_max={m.get('t_max')}" if m.get("mode") != "full" else "full"
         for m in modes
         if isinstance(m, dict)
     ]

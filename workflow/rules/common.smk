@@ -72,13 +72,28 @@ def files(kind, cells, name):
 
 
 def dip_fit_settings(wildcards):
-    """What shapes a DIP fit: the named architecture and the fitting keys, nothing else."""
+    """What shapes a DIP fit: the named architecture and the fitting keys, nothing else.
+    A fit of training priors stops at the longest prior a mode reads from it (its
+    snapshots up to there equal a longer fit's)."""
     dip = config["dip"]
     keys = ("iters", "snapshots", "lr", "reg_noise_std", "exp_weight", "backtrack")
-    return {
-        "arch": dip["archs"][wildcards.arch],
-        "fit": {key: dip[key] for key in keys} | {"wmv_window": dip["wmv_window"]},
-    }
+    fit = {key: dip[key] for key in keys} | {"wmv_window": dip["wmv_window"]}
+    if wildcards.purpose == "training":
+        iters = training_prior_iters(wildcards)
+        fit |= {
+            "iters": iters,
+            "snapshots": [s for s in dip["snapshots"] if s <= iters],
+        }
+    return {"arch": dip["archs"][wildcards.arch], "fit": fit}
+
+
+def training_prior_iters(wildcards):
+    cell = grid.DIP.identity(dict(wildcards))
+    return max(
+        m["prior"]["iters"]
+        for m in grid.prior_modes(config)
+        if grid.training_prior_cell(config, m) == cell
+    )
 
 
 DDPM_TRAIN_KEYS = (
@@ -99,6 +114,21 @@ DDPM_TRAIN_KEYS = (
 def ddpm_train_settings(wildcards):
     """Only what shapes training: a change to the sampling grid must not retrain models."""
     return {key: config["ddpm"][key] for key in DDPM_TRAIN_KEYS}
+
+
+def train_prior_settings(wildcards):
+    """A prior-trained mode's `prior` settings (None for full and truncated)."""
+    mode = grid.prior_mode(config, wildcards.mode)
+    return dict(mode["prior"]) if mode else None
+
+
+def train_prior_input(wildcards):
+    """The DIP outputs a prior-trained mode learns from; nothing for the other modes."""
+    mode = grid.prior_mode(config, wildcards.mode)
+    if mode is None:
+        return {}
+    cell = grid.training_prior_cell(config, mode)
+    return {"prior": grid.DIP.path(cell, "output.npz")}
 
 
 def earlystop_settings(wildcards):
@@ -229,9 +259,7 @@ def prior_targets():
     if not PRIOR_STORE:
         return dip_targets()
     stored = [
-        grid.in_store(path, PRIOR_STORE)
-        for name in ("output.npz", "metrics.csv")
-        for path in dip_targets(name)
+        path for name in ("output.npz", "metrics.csv") for path in stored_dip(name)
     ]
     return dip_targets() + stored + [f"{PRIOR_STORE}/dip_summary.csv"]
 
@@ -239,10 +267,16 @@ def prior_targets():
 EXAMPLE1_DIR = config.get("example1", {}).get("out", f"{grid.RESULTS}/example1")
 
 
+def stored_dip(name):
+    """A file of every DIP cell the prior store keeps: not the training priors (hundreds of
+    training images, which only feed training)."""
+    kept = [c for c in grid.dip_cells(config) if c["purpose"] != "training"]
+    return [grid.in_store(path, PRIOR_STORE) for path in files(grid.DIP, kept, name)]
+
+
 def dip_metrics_inputs():
     """DIP-alone per-image metrics: the prior store's copies when one is configured."""
-    paths = dip_targets("metrics.csv")
-    return [grid.in_store(p, PRIOR_STORE) for p in paths] if PRIOR_STORE else paths
+    return stored_dip("metrics.csv") if PRIOR_STORE else dip_targets("metrics.csv")
 
 
 def _dip_started():

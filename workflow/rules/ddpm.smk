@@ -6,6 +6,7 @@
 
 rule train_ddpm:
     input:
+        unpack(train_prior_input),
         clean=lambda wc: grid.CLEAN.path({"dataset": wc.train_dataset}, "clean.npz"),
         held_out=grid.CLEAN.path(
             {"dataset": config["ddpm"]["sample"]["dataset"]}, "clean.npz"
@@ -34,6 +35,7 @@ rule train_ddpm:
     params:
         identity=lambda wc: cell_of(grid.TRAIN, wc),
         train=ddpm_train_settings,
+        prior=train_prior_settings,
         out_dir=lambda wc, output: str(Path(output.curve).parent),
         device=config["device"],
     script:

@@ -54,7 +54,7 @@ if PRIOR_STORE:
 
     rule summarise_priors:
         input:
-            metrics=[grid.in_store(p, PRIOR_STORE) for p in dip_targets("metrics.csv")],
+            metrics=stored_dip("metrics.csv"),
         output:
             f"{PRIOR_STORE}/dip_summary.csv",
         log:

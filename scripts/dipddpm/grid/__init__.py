@@ -26,6 +26,8 @@ from .design import (
     observation_seeds,
     prior_archs,
     prior_iters,
+    prior_mode,
+    prior_modes,
     qualitative_cells,
     sample_blocks,
     sample_cells,
@@ -34,5 +36,6 @@ from .design import (
     task_kind,
     train_cells,
     train_modes,
+    training_prior_cell,
 )
 from .paths import *  # noqa: F403  (axes, kinds, paths, identity: the contract itself)

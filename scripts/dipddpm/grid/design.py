@@ -66,7 +66,8 @@ def sample_tasks(config: Mapping) -> list[str]:
 
 
 def dip_cells(config: Mapping) -> list[dict[str, str]]:
-    """Every DIP fit: the restoration grid and the priors of the generation variant."""
+    """Every DIP fit: the restoration grid, the priors of the generation variant and the
+    training priors of prior-trained modes."""
     cells = []
     for (dataset, task, arch), obs, seed in itertools.product(
         _grid_blocks(config), observation_seeds(config), config["dip"]["seeds"]
@@ -97,7 +98,33 @@ def dip_cells(config: Mapping) -> list[dict[str, str]]:
                     dip_seed=seed,
                 )
             )
+    cells += [training_prior_cell(config, m) for m in prior_modes(config)]
     return _unique(cells)
+
+
+def prior_modes(config: Mapping) -> list[Mapping]:
+    """The prior-trained modes (entries of ``ddpm.modes`` with a ``prior``)."""
+    return [m for m in config["ddpm"]["modes"] if m.get("prior")]
+
+
+def prior_mode(config: Mapping, mode: str) -> Mapping | None:
+    """The ``ddpm.modes`` entry of a prior-trained mode, None for full and truncated."""
+    return next((m for m in prior_modes(config) if m["mode"] == mode), None)
+
+
+def training_prior_cell(config: Mapping, mode: Mapping) -> dict[str, str]:
+    """The DIP cell whose outputs a prior-trained mode learns from: its training images,
+    degraded by its task with the first observation seed, fitted with the first DIP seed."""
+    prior = mode["prior"]
+    return _cell(
+        DIP,
+        purpose="training",
+        dataset=prior["dataset"],
+        task=prior["task"],
+        obs_seed=observation_seeds(config)[0],
+        arch=prior["arch"],
+        dip_seed=config["dip"]["seeds"][0],
+    )
 
 
 def observation_cells(config: Mapping) -> list[dict[str, str]]:
@@ -116,7 +143,7 @@ def train_modes(config: Mapping) -> list[tuple[str, int]]:
     """(mode, t_max) of every training mode; a full model's t_max is T."""
     T = config["ddpm"]["T"]
     return [
-        (m["mode"], m.get("t_max", T) if m["mode"] == "truncated" else T)
+        (m["mode"], T if m["mode"] == "full" else m.get("t_max", T))
         for m in config["ddpm"]["modes"]
     ]
 

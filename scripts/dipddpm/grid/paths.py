@@ -33,7 +33,13 @@ class Axis:
 
 
 _AXES = [
-    Axis("purpose", "purpose", "restoration|generation|training", "what a cell's numbers measure"),
+    Axis(
+        "purpose",
+        "purpose",
+        "restoration|generation|training",
+        "what a cell's numbers measure (a DIP cell of purpose training: the priors a "
+        "prior-trained DDPM learns from)",
+    ),
     Axis("dataset", "data", NAME, "evaluated image set"),
     Axis("task", "task", NAME, "degradation"),
     Axis("obs_seed", "obs", INT, "seed of the observation noise / mask"),
@@ -43,7 +49,12 @@ _AXES = [
     Axis("train_dataset", "tdata", NAME, "DDPM training set"),
     Axis("preset", "model", NAME, "UNet preset"),
     Axis("schedule", "sched", "linear|cosine", "noise schedule"),
-    Axis("mode", "mode", "full|truncated", "training mode"),
+    Axis(
+        "mode",
+        "mode",
+        "full|truncated|prior-[A-Za-z0-9_.-]+",
+        "training mode (prior-*: a named prior-trained mode of the config)",
+    ),
     Axis("t_max", "tmax", INT, "largest trained diffusion step"),
     Axis("train_steps", "tsteps", INT, "training steps of the run"),
     Axis("train_seed", "tseed", INT, "seed of DDPM training"),

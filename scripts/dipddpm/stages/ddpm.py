@@ -25,6 +25,7 @@ from ..cost import cost_columns
 from ..cost import load as load_calibration
 from ..cost import merge as merge_calibrations
 from ..ddpm.checkpoint import export_weights
+from ..ddpm.prior_training import PRIOR_MODE, pool_index
 from ..ddpm.sample import (
     Consistency,
     Guide,
@@ -57,21 +58,27 @@ def run_train_cell(
     threads: int,
     out_dir,
     out_json,
+    prior_npz=None,
+    prior: dict | None = None,
 ) -> None:
     """Train one DDPM cell (identity ``cell``: the grid.TRAIN axes); writes one checkpoint
-    per ``train_cfg["checkpoints"]`` step and ``curve.csv``; resumable."""
+    per ``train_cfg["checkpoints"]`` step and ``curve.csv``; resumable. A prior-trained
+    mode also reads ``prior_npz`` (the DIP cell of its training priors) and ``prior`` (its
+    ``ddpm.modes`` entry's ``prior`` settings)."""
     torch.set_num_threads(max(1, int(threads)))
-    images = load_npz(clean_npz)["images"]
+    data = load_npz(clean_npz)
+    images = data["images"]
     held_out = load_npz(eval_npz)["images"][:16]
     dev = pick_device(device)
     t_max = None if cell["mode"] == "full" else int(cell["t_max"])
+    pool = training_priors(prior_npz, prior, data["names"]) if prior else {}
     checkpoint_steps = list(train_cfg["checkpoints"])
     log.info("DDPM %s training on %d images (%s), %s", cell["mode"], len(images), dev, cell)
     config = TrainConfig(
         preset=cell["preset"],
         schedule=cell["schedule"],
         T=int(train_cfg["T"]),
-        mode=cell["mode"],
+        mode=PRIOR_MODE if prior else cell["mode"],
         t_max=t_max,
         steps=int(cell["train_steps"]),
         batch_size=int(train_cfg["batch_size"]),
@@ -85,8 +92,9 @@ def run_train_cell(
         bf16=bool(train_cfg.get("bf16", False)),
         compile=bool(train_cfg.get("compile", False)),
         resume_every=int(train_cfg.get("resume_every", 50)),
+        **prior_share_settings(prior),
     )
-    curve = train(images, out_dir, config, device=dev, eval_images=held_out, progress=True)
+    curve = train(images, out_dir, config, device=dev, eval_images=held_out, progress=True, **pool)
     seconds = float(curve["elapsed_s"].max()) if "elapsed_s" in curve else float("nan")
     save_csv(Path(out_dir) / "curve.csv", grid.stamp(curve, {**cell, "purpose": "training"}))
     save_json(
@@ -99,6 +107,29 @@ def run_train_cell(
             **describe_device(dev),
         },
     )
+
+
+def training_priors(prior_npz, prior: dict, names) -> dict:
+    """``train``'s prior arguments: the DIP outputs after ``prior["iters"]`` iterations of
+    the training images the prior cell fitted, and their positions among ``names``."""
+    if prior_npz is None:
+        raise ValueError("a prior-trained mode needs its DIP prior cell's output.npz")
+    priors = load_prior(prior_npz, int(prior["iters"]))
+    return {
+        "priors01": priors,
+        "prior_index": pool_index(load_npz(prior_npz)["names"], names),
+    }
+
+
+def prior_share_settings(prior: dict | None) -> dict:
+    """TrainConfig's share fields of a prior-trained mode (none for the others)."""
+    if not prior:
+        return {}
+    return {
+        "prior_share": float(prior["share"]),
+        "prior_share_start": prior.get("share_start"),
+        "prior_ramp_steps": prior.get("ramp_steps"),
+    }
 
 
 def store_model(checkpoint, stored) -> None:
