@@ -418,3 +418,32 @@ def test_figure_tables_and_figures(tmp_path):
         paths = function(table, tmp_path / stem)
         assert [p.suffix for p in paths] == [".png", ".pdf"]
         assert all(p.stat().st_size > 0 for p in paths)
+
+
+def test_nfe_to_target_pairs_images_and_censors_at_a_lower_bound():
+    from dipddpm import example1_steps
+
+    frame = _ladder_frame()
+    settings = example1.chosen_settings(frame, 2)
+    targets = pd.DataFrame([{"task": TASK, "target_psnr": 25.0, "reason": ""}])
+    table = example1_steps.nfe_to_target_comparisons(frame, 2, settings, targets, n_boot=500)
+    assert list(table.columns) == list(example1_steps.COLUMNS)
+    row = table.iloc[0]
+    assert row["name"] == "dip+ddpm vs ddpm-obs (NFE to target)" and row["n"] == 4
+    # DDPM alone: images 1, 3, 5 reach 25 dB at 2, 5 and 10 steps; image 7 never (censored
+    # at 2 x 10). DIP+DDPM: image 1 at 2 steps, the others censored at 2 x 20.
+    assert (row["n_reached_a"], row["n_censored_a"]) == (1, 3)
+    assert (row["n_reached_b"], row["n_censored_b"]) == (3, 1)
+    assert row["median_nfe_b"] == 7.5 and row["median_nfe_a"] == 40
+    assert row["mean_log2_ratio"] == pytest.approx((0 + 3 + 2 + 1) / 4)
+    assert row["p_holm"] >= row["p"]
+
+
+def test_nfe_to_target_says_why_a_task_without_target_is_left_out():
+    from dipddpm import example1_steps
+
+    frame = _ladder_frame()
+    settings = example1.chosen_settings(frame, 2)
+    targets = pd.DataFrame(columns=["task", "target_psnr", "reason"])
+    table = example1_steps.nfe_to_target_comparisons(frame, 2, settings, targets, n_boot=100)
+    assert table.iloc[0]["reason"] == f"{TASK} has no PSNR target"

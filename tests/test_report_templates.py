@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from test_example1_auto_t0 import TUNING, _study
 
-from dipddpm import example1, example1_auto_t0, example1_report, templates
+from dipddpm import example1, example1_auto_t0, example1_report, example1_steps, templates
 
 
 def test_render_refuses_missing_and_unused_values():
@@ -31,6 +31,7 @@ def test_example1_section_quotes_the_tables_numbers():
         "settings": settings,
         "primary_comparisons": primary,
         "steps_to_target": pd.DataFrame(columns=list(example1.STEPS_TO_TARGET_COLUMNS)),
+        "nfe_to_target": pd.DataFrame(columns=list(example1_steps.COLUMNS)),
         "t0_curves": example1.t0_curves(frame, TUNING, settings),
         "auto_t0": auto,
     }

@@ -163,6 +163,10 @@ def evaluate_base(
     """Summary rows (estimated and true-error mapping) and case rows of one base."""
     cells = example1._matching(rows, base)
     psnr = case_psnr(cells)
+    if psnr["t0"].nunique() < MIN_GRID:
+        raise example1.NotComputable(
+            f"fewer than {MIN_GRID} t0 values run for every case of {example1._setting_text(base)}"
+        )
     errors = case_errors(cells, base, observations, prior)
     diffusion = Diffusion(base["schedule"], T)
     t_max = T if base.get("t_max", grid.NONE) == grid.NONE else int(base["t_max"])
@@ -181,11 +185,15 @@ def evaluate_base(
 
 
 def case_psnr(cells: pd.DataFrame) -> pd.DataFrame:
-    """PSNR per (image, obs_seed, t0), the other seeds averaged, with the image's split."""
+    """PSNR per (image, obs_seed, t0), the other seeds averaged, with the image's split;
+    only the t0 values every case has (a missing cell must not leave a case without the t0
+    auto picks)."""
     keys = ["image", "obs_seed", "split", "t0"]
     table = cells.groupby(keys, as_index=False)["psnr"].mean()
     table["t0"] = table["t0"].astype(int)
-    return table
+    n_cases = len(table[["image", "obs_seed"]].drop_duplicates())
+    complete = table.groupby("t0")["psnr"].transform("size") == n_cases
+    return table[complete]
 
 
 def case_errors(

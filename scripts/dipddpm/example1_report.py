@@ -35,10 +35,11 @@ def example1_section(
         "schedule": schedule,
         "noise_levels": noise_table(Diffusion(schedule, T), t0_values(tables)),
         "protocol": protocol(tables["settings"], tuning),
-        "answer": answer(primary),
+        "answer": answer(primary, tables["nfe_to_target"]),
         "primary": primary_table(primary),
         "margin": example1.TARGET_MARGIN_DB,
         "steps": steps_table(tables["steps_to_target"]),
+        "nfe": nfe_table(tables["nfe_to_target"]),
         "auto_t0": auto_t0_table(tables["auto_t0"]),
         "models": models_paragraph(verdicts),
     }
@@ -97,18 +98,34 @@ def protocol(settings: pd.DataFrame, tuning: int) -> str:
     return "\n".join(lines)
 
 
-def answer(primary: pd.DataFrame) -> str:
-    """One paragraph per task from its computable comparisons."""
+def answer(primary: pd.DataFrame, nfe: pd.DataFrame | None = None) -> str:
+    """One paragraph per task from its computable comparisons (and, with ``nfe``, the NFE
+    to the target)."""
     usable = primary[primary["computable"].astype(bool)]
     if usable.empty:
         return "No primary comparison could be computed (see the table for the reasons)."
     paragraphs = []
     for task, rows in usable.groupby("task", sort=False):
         parts = [comparison_phrase(name, group) for name, group in rows.groupby("name", sort=False)]
+        if nfe is not None:
+            parts += [nfe_phrase(row) for _, row in nfe[nfe["task"] == task].iterrows()]
         paragraphs.append(
             f"**{task}** (n = {int(rows['n'].max())} images): " + "; ".join(parts) + "."
         )
     return "\n\n".join(paragraphs)
+
+
+def nfe_phrase(row: pd.Series) -> str:
+    """``NFE to target: 2.0x fewer ... [CI], verdict`` from one nfe_to_target row."""
+    if str(row.get("reason") or ""):
+        return f"{row['name']}: not computable ({row['reason']})"
+    ratio = 2.0 ** row["mean_log2_ratio"]
+    return (
+        f"{row['name']}: geometric-mean ratio {ratio:.2f} (log2 {row['mean_log2_ratio']:+.2f} "
+        f"{interval(row['ci_low'], row['ci_high'])}; {row['n_reached_a']} vs "
+        f"{row['n_reached_b']} of {row['n']} images reach the target), {row['verdict']} "
+        f"(Holm p = {row['p_holm']:.3g})"
+    )
 
 
 def comparison_phrase(name: str, rows: pd.DataFrame) -> str:
@@ -165,6 +182,33 @@ def steps_table(steps: pd.DataFrame) -> str:
         "setting",
     ]
     return markdown(steps[columns])
+
+
+def nfe_table(nfe: pd.DataFrame) -> str:
+    computable = nfe[nfe["reason"].fillna("") == ""]
+    shown = computable.assign(
+        ci=[
+            interval(lo, hi)
+            for lo, hi in zip(computable["ci_low"], computable["ci_high"], strict=True)
+        ]
+    )
+    columns = [
+        "task",
+        "name",
+        "n",
+        "n_reached_a",
+        "n_reached_b",
+        "median_nfe_a",
+        "median_nfe_b",
+        "mean_log2_ratio",
+        "ci",
+        "p_holm",
+        "verdict",
+    ]
+    text = markdown(shown[columns])
+    for _, row in nfe[nfe["reason"].fillna("") != ""].iterrows():
+        text += f"\n\n{row['task']}, {row['name']}: {row['reason']}."
+    return text
 
 
 def auto_t0_table(auto: pd.DataFrame) -> str:

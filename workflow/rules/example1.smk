@@ -7,6 +7,7 @@ EXAMPLE1_TABLES = (
     "quality_targets",
     "quality_ladder",
     "steps_to_target",
+    "nfe_to_target",
     "diversity",
     "cost_curves",
     "t0_curves",

@@ -14,7 +14,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import aggregate, cost, example1, example1_auto_t0, example1_figures, example1_report, grid
+from .. import (
+    aggregate,
+    cost,
+    example1,
+    example1_auto_t0,
+    example1_figures,
+    example1_report,
+    example1_steps,
+    grid,
+)
 from ..io import load_json, load_npz, save_csv, save_text
 from ..operators import Operator
 from .dip import load_prior
@@ -27,6 +36,7 @@ TABLES = (
     "quality_targets",
     "quality_ladder",
     "steps_to_target",
+    "nfe_to_target",
     "diversity",
     "cost_curves",
     "t0_curves",
@@ -65,6 +75,7 @@ def summarise_example1(
         "quality_targets": targets,
         "quality_ladder": ladder,
         "steps_to_target": example1.steps_to_target(ladder),
+        "nfe_to_target": example1_steps.nfe_to_target_comparisons(frame, tuning, settings, targets),
         "diversity": example1.restoration_diversity(frame, tuning),
         "cost_curves": example1.cost_curves(frame, tuning, settings),
         "t0_curves": example1.t0_curves(frame, tuning, settings),

@@ -1,0 +1,152 @@
+"""Example 1: does a DIP prior reduce the network evaluations needed to reach the target?
+
+:func:`dipddpm.example1.steps_to_target` reports each method's median steps. This module
+pairs the methods per image: each evaluation image's NFE-to-target is the NFE of the first
+ladder rung (fewest steps) at which its PSNR reaches the task's target, for DIP+DDPM and for
+DDPM alone at their chosen settings; the per-image difference of log2 NFE goes through
+:func:`dipddpm.stats.paired_comparison` (lower is better), with Holm's correction over the
+tasks. An image that never reaches the target is censored at twice the NFE of the method's
+largest rung, a lower bound of its true cost: censoring then shrinks differences towards 0,
+so it can hide a gain but never invent one. ``n_censored_a``/``_b`` say how many.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import example1, stats
+
+COLUMNS = (
+    "dataset",
+    "task",
+    "name",
+    "n",
+    "n_reached_a",
+    "n_reached_b",
+    "n_censored_a",
+    "n_censored_b",
+    "median_nfe_a",
+    "median_nfe_b",
+    "mean_log2_ratio",
+    "ci_low",
+    "ci_high",
+    "level",
+    "p",
+    "p_holm",
+    "verdict",
+    "target_psnr",
+    "setting_a",
+    "setting_b",
+    "seeds",
+    "reason",
+)
+
+
+def nfe_to_target_comparisons(
+    frame: pd.DataFrame,
+    tuning: int,
+    settings: pd.DataFrame,
+    targets: pd.DataFrame,
+    ladder: Sequence[int] = example1.LADDER,
+    n_boot: int = 10000,
+) -> pd.DataFrame:
+    """DIP+DDPM vs DDPM alone in log2 NFE to the target, per task (see the module)."""
+    rows = example1._prepare(frame, tuning)
+    evaluation = example1._split(rows, example1.EVALUATION)
+    target_of = example1._target_map(targets)
+    planned = []
+    for task in example1._ordered_tasks(rows, None):
+        in_task = evaluation[evaluation["task"] == task]
+        target = target_of.get(task, (math.nan, "no target"))[0]
+        for method in example1.DDPM_ALONE:
+            if not (in_task["method"] == method).any():
+                continue
+            planned.append(_compare(in_task, settings, task, method, target, ladder))
+    return _with_holm(planned, n_boot)
+
+
+def _compare(
+    rows: pd.DataFrame,
+    settings: pd.DataFrame,
+    task: str,
+    method: str,
+    target: float,
+    ladder: Sequence[int],
+) -> dict:
+    name = f"{example1.COMBINED} vs {method} (NFE to target)"
+    record = {"task": task, "name": name, "target_psnr": target}
+    try:
+        if not math.isfinite(target):
+            raise example1.NotComputable(f"{task} has no PSNR target")
+        sides = [
+            per_image_nfe(rows, example1._setting_for(settings, task, m), target, ladder)
+            for m in (example1.COMBINED, method)
+        ]
+    except example1.NotComputable as missing:
+        return {**record, "reason": str(missing)}
+    (a, setting_a, seeds), (b, setting_b, _) = sides
+    images = a.index.intersection(b.index)
+    a, b = a.loc[images], b.loc[images]
+    return {
+        **record,
+        "dataset": setting_a["dataset"],
+        "n": len(images),
+        "n_reached_a": int(a["reached"].sum()),
+        "n_reached_b": int(b["reached"].sum()),
+        "n_censored_a": int((~a["reached"]).sum()),
+        "n_censored_b": int((~b["reached"]).sum()),
+        "median_nfe_a": float(a["nfe"].median()),
+        "median_nfe_b": float(b["nfe"].median()),
+        "setting_a": example1._setting_text(setting_a),
+        "setting_b": example1._setting_text(setting_b),
+        "seeds": seeds,
+        "differences": np.log2(a["nfe"].to_numpy()) - np.log2(b["nfe"].to_numpy()),
+        "reason": "",
+    }
+
+
+def per_image_nfe(
+    rows: pd.DataFrame, setting: Mapping[str, str], target: float, ladder: Sequence[int]
+) -> tuple[pd.DataFrame, dict[str, str], str]:
+    """Per image (seeds averaged): the NFE of the first rung reaching ``target`` and whether
+    any did (else the censoring value), for ``setting`` with only ``steps`` varying."""
+    base = {c: v for c, v in setting.items() if c != "steps"}
+    cells = example1._matching(rows, base)
+    start = example1._start_step(cells)
+    served = [c for _, c, _ in example1._rungs(cells, start, ladder) if c is not None]
+    if not served:
+        raise example1.NotComputable(f"no ladder rung of {example1._setting_text(base)} was run")
+    measured = [example1._cell(cells, {**base, "steps": steps}) for steps in served]
+    images = sorted(set.intersection(*(set(c.values.index) for c in measured)))
+    nfe = pd.Series(np.nan, index=images)
+    for cell in measured:  # rungs in increasing steps: the first reach wins
+        reached = cell.values.loc[images] >= target
+        nfe[reached & nfe.isna()] = cell.nfe
+    censored = 2 * measured[-1].nfe
+    table = pd.DataFrame({"reached": nfe.notna(), "nfe": nfe.fillna(censored)})
+    return table, {**setting}, example1._seeds_text(cells)
+
+
+def _with_holm(planned: list[dict], n_boot: int) -> pd.DataFrame:
+    computable = [r for r in planned if "differences" in r]
+    results = [
+        stats.paired_comparison(r["differences"], n_boot=n_boot, higher_is_better=False)
+        for r in computable
+    ]
+    results = stats.apply_holm(results) if results else []
+    for record, result in zip(computable, results, strict=True):
+        record.pop("differences")
+        record.update(
+            mean_log2_ratio=result.mean_diff,
+            ci_low=result.ci_low,
+            ci_high=result.ci_high,
+            level=result.level,
+            p=result.p,
+            p_holm=result.p_holm,
+            verdict=result.verdict,
+        )
+    return pd.DataFrame(planned, columns=list(COLUMNS))
