@@ -1,0 +1,418 @@
+"""Generation metrics stage: train the CifarNet classifier once; score generated sample sets.
+
+:func:`train_classifier_stage` is the cached classifier target: it trains on a prepared
+CIFAR-10 dataset, tests on another, and writes the weights and a JSON record only when the
+accuracy floor is met (otherwise it raises and writes nothing).
+
+:func:`score_generation` turns one setting's generated samples (one ``samples.npz`` per
+sample seed) into a one-row CSV: ``kid_cifarnet`` with its interval, ``fid_cifarnet`` (or
+NaN and "n < d"), diversity, distances to the DIP prior and the source image, class
+coverage and memorisation against the DDPM's training images.
+
+Inputs are the repository's npz files: prepared datasets (``images`` float32 (N, 3, 32,
+32) in [0, 1], ``labels``, ``names``; see :mod:`dipddpm.stages.data`), degraded sets
+(``clean``), sample sets (``samples``; :mod:`dipddpm.stages.ddpm`) and DIP prior cells
+(snapshots ``it<iters>``; :func:`dipddpm.stages.dip.load_prior`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import cifarnet, genmetrics
+from ..io import load_npz, save_csv, save_json, save_npz
+from ..version import code_version
+
+log = logging.getLogger("dipddpm")
+
+FEATURE_BATCH = 500
+
+
+# ---------------------------------------------------------------------------- inputs
+
+
+def read_images(npz, role: str) -> np.ndarray:
+    """The images of a prepared dataset (``images``) or a degraded set (``clean``)."""
+    data = load_npz(npz)
+    for key in ("images", "clean", "samples"):
+        if key in data:
+            return data[key]
+    raise ValueError(
+        f"{role} file {npz} holds no images: expected an array 'images', 'clean' or "
+        f"'samples'; it has {sorted(data)}"
+    )
+
+
+def read_labelled_images(npz, role: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(images, labels, names) of a prepared CIFAR-10 dataset; every image needs a class."""
+    data = load_npz(npz)
+    missing = [key for key in ("images", "labels") if key not in data]
+    if missing:
+        raise ValueError(
+            f"{role} file {npz} lacks {missing}: a prepared CIFAR-10 dataset "
+            "(rule prepare_dataset, source cifar10) is needed"
+        )
+    labels = data["labels"]
+    if len(labels) and labels.min() < 0:
+        raise ValueError(
+            f"{role} file {npz} has images without a class (label -1): only CIFAR-10 "
+            "datasets carry the labels a classifier needs"
+        )
+    names = data.get("names", np.array([f"{i}" for i in range(len(labels))]))
+    return data["images"], labels, names
+
+
+def names_in(npzs: Sequence) -> set[str]:
+    """Every image name stored in the given prepared datasets."""
+    found: set[str] = set()
+    for npz in npzs:
+        data = load_npz(npz)
+        if "names" not in data:
+            raise ValueError(f"{npz} has no 'names' array to exclude images by")
+        found.update(str(name) for name in data["names"])
+    return found
+
+
+# ------------------------------------------------------------------------ training
+
+
+def train_classifier_stage(
+    train_images_npz,
+    test_images_npz,
+    out_weights,
+    out_json,
+    *,
+    settings: dict | None = None,
+    floor: float = cifarnet.ACCURACY_FLOOR,
+    min_test_images: int = cifarnet.MIN_TEST_IMAGES,
+    exclude_npzs: Sequence = (),
+    threads: int = 2,
+    resume_path=None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train CifarNet, test it, and write the weights and ``out_json`` only if it passes.
+
+    ``settings``: :class:`dipddpm.cifarnet.TrainSettings` fields to override (epochs,
+    batch_size, lr, seed, ...). ``exclude_npzs``: prepared datasets whose images (matched
+    by name) are left out of the training set, e.g. the generation sources, when they must
+    be disjoint from the classifier's data. ``resume_path``: where each epoch's training
+    state is kept so a killed job resumes (deleted at the end, pass or fail).
+
+    Raises :class:`dipddpm.cifarnet.ClassifierBelowFloor` when the test set has fewer than
+    ``min_test_images`` images (before training) or the accuracy is below ``floor``; then
+    neither output exists. Returns the record written to ``out_json``.
+    """
+    test_images, test_labels, _ = read_labelled_images(test_images_npz, "classifier test")
+    cifarnet.check_test_size(len(test_labels), min_test_images)
+    images, labels, names = read_labelled_images(train_images_npz, "classifier training")
+    keep = _kept(names, exclude_npzs)
+    images, labels = images[keep], labels[keep]
+    torch.set_num_threads(max(1, int(threads)))
+    trained = cifarnet.train_classifier(
+        images,
+        labels,
+        settings=cifarnet.TrainSettings.from_dict(settings or {}),
+        resume_path=resume_path,
+        progress=progress,
+    )
+    try:
+        accuracy = cifarnet.evaluate_accuracy(trained.model, test_images, test_labels)
+        log.info(
+            "CifarNet: test accuracy %.4f on %d images after %.0f s of training",
+            accuracy,
+            len(test_labels),
+            trained.seconds,
+        )
+        cifarnet.check_accuracy_floor(accuracy, floor, len(test_labels), min_test_images)
+        record = {
+            "accuracy": accuracy,
+            "n_test": len(test_labels),
+            "n_train": len(labels),
+            "n_excluded": int((~keep).sum()),
+            "floor": float(floor),
+            "min_test_images": int(min_test_images),
+            "seconds": trained.seconds,
+            "resumed_from_epoch": trained.resumed_from_epoch,
+            "threads": torch.get_num_threads(),
+            "feature_dim": trained.model.feature_dim,
+            "parameters": cifarnet.parameter_count(trained.model),
+            "settings": trained.settings.as_dict(),
+            "history": trained.history,
+            "train_images": str(train_images_npz),
+            "test_images": str(test_images_npz),
+            "torch": str(torch.__version__),
+        }
+        _write_classifier(out_weights, out_json, trained.model, record)
+    finally:
+        if resume_path is not None:
+            Path(resume_path).unlink(missing_ok=True)
+    return record
+
+
+def _kept(names: np.ndarray, exclude_npzs: Sequence) -> np.ndarray:
+    if not exclude_npzs:
+        return np.ones(len(names), dtype=bool)
+    excluded = names_in(exclude_npzs)
+    keep = np.array([str(name) not in excluded for name in names])
+    log.info("CifarNet: %d training images left out (in %s)", (~keep).sum(), list(exclude_npzs))
+    return keep
+
+
+def _write_classifier(out_weights, out_json, model, record: dict) -> None:
+    """Weights, then the JSON; a failed JSON write takes the weights with it."""
+    record["sha256"] = cifarnet.save_classifier(out_weights, model, dict(record))
+    try:
+        save_json(out_json, {**record, **code_version()})
+    except BaseException:
+        Path(out_weights).unlink(missing_ok=True)
+        raise
+
+
+# ------------------------------------------------------------------------- features
+
+
+def cache_features(images_npz, classifier_weights, out_npz, batch_size: int = FEATURE_BATCH):
+    """CifarNet features and predictions of a prepared image set, kept for reuse.
+
+    The npz holds ``features``, ``predictions``, ``names`` (when the input has them) and
+    the classifier's ``sha256``; :func:`score_generation` accepts it as its reference.
+    """
+    model, _ = cifarnet.load_classifier(classifier_weights)
+    images = read_images(images_npz, "feature source")
+    feats, preds = cifarnet.features_and_predictions(model, images, batch_size, progress=True)
+    names = load_npz(images_npz).get("names")
+    extra = {} if names is None else {"names": names}
+    sha = cifarnet.file_sha256(classifier_weights)
+    save_npz(out_npz, features=feats, predictions=preds, sha256=np.array(sha), **extra)
+
+
+def reference_features(reference, model, weights_sha: str, batch_size: int) -> np.ndarray:
+    """Features of the reference set from a :func:`cache_features` npz or an image npz."""
+    data = load_npz(reference)
+    if "features" not in data:
+        return cifarnet.features(model, read_images(reference, "reference"), batch_size)
+    cached_sha = str(data.get("sha256", ""))
+    if cached_sha != weights_sha:
+        raise ValueError(
+            f"reference features {reference} were computed with another classifier "
+            f"(sha256 {cached_sha[:12] or 'unknown'}, now {weights_sha[:12]}); recompute them"
+        )
+    return data["features"]
+
+
+def read_sample_sets(sample_npzs: Sequence) -> np.ndarray:
+    """(seeds, N, C, H, W) samples, one ``samples.npz`` per seed, aligned by index."""
+    if not sample_npzs:
+        raise ValueError("sample_npzs is empty: give at least one samples.npz")
+    sets = []
+    for npz in sample_npzs:
+        data = load_npz(npz)
+        if "samples" not in data:
+            raise ValueError(f"{npz} has no 'samples' array; it has {sorted(data)}")
+        sets.append(data["samples"])
+    shapes = {s.shape for s in sets}
+    if len(shapes) > 1:
+        listing = ", ".join(f"{npz}: {s.shape}" for npz, s in zip(sample_npzs, sets, strict=True))
+        raise ValueError(f"sample sets of one setting must share a shape; got {listing}")
+    return np.stack(sets)
+
+
+# -------------------------------------------------------------------------- scoring
+
+
+def score_generation(
+    sample_npzs: Sequence,
+    reference,
+    classifier_weights,
+    out_csv,
+    *,
+    identity: dict | None = None,
+    prior_npz=None,
+    prior_iters: int | None = None,
+    source_npz=None,
+    train_npz=None,
+    heldout_npz=None,
+    kid_subset_size: int | None = None,
+    kid_subsets: int = genmetrics.KID_SUBSETS,
+    kid_seed: int = genmetrics.KID_SEED,
+    threads: int = 2,
+    batch_size: int = FEATURE_BATCH,
+) -> dict[str, Any]:
+    """Score one setting's samples; writes a one-row CSV and returns the row.
+
+    ``sample_npzs``: one ``samples.npz`` per sample seed of the same setting, the i-th
+    sample of each drawn from the same start (prior i). ``reference``: real images (a
+    prepared dataset npz) or their cached features (:func:`cache_features`).
+    ``prior_npz``/``prior_iters``: the DIP cell the samples started from;
+    ``source_npz``: the clean images the priors were fitted to (prepared or degraded
+    set), aligned with the samples. ``train_npz``: the DDPM's training images (the
+    memorisation pool); ``heldout_npz``: real images the DDPM never saw (the baseline).
+    Parts without their inputs are NaN; ``identity`` columns come first in the row.
+    """
+    started = time.perf_counter()
+    torch.set_num_threads(max(1, int(threads)))
+    model, meta = cifarnet.load_classifier(classifier_weights)
+    sha = cifarnet.file_sha256(classifier_weights)
+    samples = read_sample_sets(sample_npzs)
+    seeds, per_seed = samples.shape[:2]
+    flat = samples.reshape(seeds * per_seed, *samples.shape[2:])
+    feats, preds = cifarnet.features_and_predictions(model, flat, batch_size)
+    ref = reference_features(reference, model, sha, batch_size)
+    row: dict[str, Any] = {**(identity or {}), "n_seeds": seeds, "n_per_seed": per_seed}
+    row.update(_kid_columns(feats, ref, kid_subset_size, kid_subsets, kid_seed))
+    row.update(_fid_columns(feats, ref))
+    row.update(_diversity_columns(feats.reshape(seeds, per_seed, -1), samples))
+    row.update(_coverage_columns(preds))
+    prior = _load_aligned_prior(prior_npz, prior_iters, samples)
+    source = _load_aligned(source_npz, samples, "source")
+    row.update(_distance_columns("prior", model, prior, samples, feats, batch_size))
+    row.update(_distance_columns("source", model, source, samples, feats, batch_size))
+    row.update(_memorisation_columns(model, flat, feats, train_npz, heldout_npz, batch_size))
+    row.update(
+        {
+            "classifier_accuracy": meta.get("accuracy", math.nan),
+            "classifier_sha256": sha[:12],
+            "feature_dim": model.feature_dim,
+            "score_seconds": time.perf_counter() - started,
+            "stage": "generation_metrics",
+            **code_version(),
+        }
+    )
+    save_csv(out_csv, pd.DataFrame([row]))
+    log.info(
+        "kid_cifarnet %.5f [%.5f, %.5f] on %d samples vs %d reference images",
+        row["kid_cifarnet"],
+        row["kid_cifarnet_ci_low"],
+        row["kid_cifarnet_ci_high"],
+        row["kid_cifarnet_n_gen"],
+        row["kid_cifarnet_n_ref"],
+    )
+    return row
+
+
+def _kid_columns(feats, ref, subset_size, n_subsets, seed) -> dict[str, Any]:
+    result = genmetrics.kid(feats, ref, subset_size=subset_size, n_subsets=n_subsets, seed=seed)
+    return {
+        "kid_cifarnet": result.mean,
+        "kid_cifarnet_ci_low": result.ci_low,
+        "kid_cifarnet_ci_high": result.ci_high,
+        "kid_cifarnet_std": result.std,
+        "kid_cifarnet_n_gen": result.n_a,
+        "kid_cifarnet_n_ref": result.n_b,
+        "kid_cifarnet_subset_gen": result.subset_a,
+        "kid_cifarnet_subset_ref": result.subset_b,
+        "kid_cifarnet_subsets": result.n_subsets,
+    }
+
+
+def _fid_columns(feats, ref) -> dict[str, Any]:
+    result = genmetrics.frechet_distance(feats, ref)
+    return {"fid_cifarnet": result.value, "fid_cifarnet_reason": result.reason}
+
+
+def _diversity_columns(grouped_feats: np.ndarray, samples: np.ndarray) -> dict[str, Any]:
+    """Within-prior spread (across seeds, needs >= 2) and the spread of all samples."""
+    seeds, per_seed = samples.shape[:2]
+    within = {"feature": math.nan, "pixel": math.nan}
+    if seeds >= 2:
+        # Groups are priors: sample i of every seed, so swap to (priors, seeds, ...).
+        within = genmetrics.diversity_per_group(
+            np.swapaxes(grouped_feats, 0, 1), np.swapaxes(samples, 0, 1)
+        )
+    flat_feats = grouped_feats.reshape(seeds * per_seed, -1)
+    flat = samples.reshape(seeds * per_seed, *samples.shape[2:])
+    overall = len(flat) >= 2
+    return {
+        "diversity_within_prior_feature": within["feature"],
+        "diversity_within_prior_pixel_rms": within["pixel"],
+        "diversity_all_feature": (
+            genmetrics.mean_pairwise_feature_distance(flat_feats) if overall else math.nan
+        ),
+        "diversity_all_pixel_rms": (
+            genmetrics.mean_pairwise_pixel_distance(flat) if overall else math.nan
+        ),
+    }
+
+
+def _coverage_columns(preds: np.ndarray) -> dict[str, Any]:
+    coverage = genmetrics.class_coverage_entropy(preds, cifarnet.NUM_CLASSES)
+    return {
+        "coverage_entropy_nats": coverage["entropy_nats"],
+        "coverage_entropy_normalised": coverage["entropy_normalised"],
+        "coverage_classes_present": coverage["classes_present"],
+    }
+
+
+def _load_aligned_prior(prior_npz, prior_iters, samples: np.ndarray) -> np.ndarray | None:
+    if prior_npz is None:
+        return None
+    if prior_iters is None:
+        raise ValueError(f"prior_npz {prior_npz} given without prior_iters (which snapshot)")
+    from .dip import load_prior
+
+    prior = load_prior(prior_npz, int(prior_iters))
+    return _check_aligned(prior, samples, f"prior {prior_npz}")
+
+
+def _load_aligned(npz, samples: np.ndarray, role: str) -> np.ndarray | None:
+    if npz is None:
+        return None
+    return _check_aligned(read_images(npz, role), samples, f"{role} {npz}")
+
+
+def _check_aligned(images: np.ndarray, samples: np.ndarray, what: str) -> np.ndarray:
+    if images.shape != samples.shape[1:]:
+        raise ValueError(
+            f"{what} has shape {images.shape}; it must match one seed's samples "
+            f"{samples.shape[1:]} (image i is sample i's start)"
+        )
+    return images
+
+
+def _distance_columns(role, model, targets, samples, feats, batch_size) -> dict[str, Any]:
+    """Mean pixel RMS and feature distance of every sample to its own prior or source."""
+    names = (f"dist_{role}_pixel_rms", f"dist_{role}_feature")
+    if targets is None:
+        return dict.fromkeys(names, math.nan)
+    seeds = samples.shape[0]
+    repeated = np.concatenate([targets] * seeds)
+    target_feats = np.concatenate([cifarnet.features(model, targets, batch_size)] * seeds)
+    pixel = genmetrics.paired_pixel_rms(samples.reshape(repeated.shape), repeated)
+    feature = genmetrics.paired_feature_distance(feats, target_feats)
+    return {names[0]: float(pixel.mean()), names[1]: float(feature.mean())}
+
+
+MEMORISATION_KEYS = ("gen_median", "baseline_median", "median_ratio", "share_below_baseline_p5")
+
+
+def _memorisation_columns(model, flat, feats, train_npz, heldout_npz, batch_size):
+    """Nearest-training-image distances of the samples vs of held-out real images."""
+    columns = [f"memo_{space}_{key}" for space in ("pixel", "feature") for key in MEMORISATION_KEYS]
+    columns.append("memo_pixel_share_exact_copies")
+    if train_npz is None or heldout_npz is None:
+        return dict.fromkeys(columns, math.nan)
+    pool = read_images(train_npz, "memorisation pool")
+    heldout = read_images(heldout_npz, "memorisation baseline")
+    pool_feats = cifarnet.features(model, pool, batch_size)
+    heldout_feats = cifarnet.features(model, heldout, batch_size)
+    pixel = genmetrics.memorisation_summary(
+        genmetrics.nearest_pixel_neighbours(flat, pool)[0],
+        genmetrics.nearest_pixel_neighbours(heldout, pool)[0],
+    )
+    feature = genmetrics.memorisation_summary(
+        genmetrics.nearest_feature_neighbours(feats, pool_feats)[0],
+        genmetrics.nearest_feature_neighbours(heldout_feats, pool_feats)[0],
+    )
+    row = {f"memo_pixel_{key}": pixel[key] for key in MEMORISATION_KEYS}
+    row.update({f"memo_feature_{key}": feature[key] for key in MEMORISATION_KEYS})
+    row["memo_pixel_share_exact_copies"] = pixel["share_exact_copies"]
+    return row
