@@ -15,6 +15,7 @@ include: "workflow/rules/ddpm.smk"
 include: "workflow/rules/earlystop.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/example1.smk"
+include: "workflow/rules/generation.smk"
 
 
 rule all:
@@ -37,3 +38,8 @@ rule priors:
 rule example1:
     input:
         example1_targets(),
+
+
+rule classifier:
+    input:
+        classifier_targets(),

@@ -417,3 +417,14 @@ def test_prior_trained_modes_name_priors_that_exist(config, schema, changes, mes
     else:
         config = _with_prior_mode(config, **changes)
     assert message in _error(config, schema)
+
+
+def test_the_classifier_learns_and_is_tested_on_enough_labelled_cifar_images(config, schema):
+    config["metrics"]["classifier"] = {"train": "cifar10-train", "test": "astronaut"}
+    message = _error(config, schema)
+    assert "'metrics.classifier.test' 'astronaut' must be a CIFAR-10 dataset" in message
+    config["metrics"]["classifier"]["test"] = "cifar10-ref"  # 500 images
+    message = _error(config, schema)
+    assert "holds 500 images; the accuracy floor is measured on at least 2000" in message
+    config["metrics"]["classifier"]["min_test_images"] = 500
+    validate_config(config, schema)

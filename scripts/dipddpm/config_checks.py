@@ -56,7 +56,30 @@ def _dip_errors(config: dict) -> list[str]:
 def _metrics_errors(config: dict) -> list[str]:
     # The schema's default names a dataset too, so an absent key is checked as well.
     reference = config.get("metrics", {}).get("reference", DEFAULT_REFERENCE)
-    return _missing("dataset", "metrics.reference", [reference], config["data"]["datasets"])
+    datasets = config["data"]["datasets"]
+    errors = _missing("dataset", "metrics.reference", [reference], datasets)
+    return errors + _classifier_errors(config.get("metrics", {}).get("classifier"), datasets)
+
+
+def _classifier_errors(classifier: dict | None, datasets: dict) -> list[str]:
+    """The classifier learns and is tested on labelled CIFAR-10 images, enough of them for
+    its accuracy floor to mean something."""
+    if not classifier:
+        return []
+    errors = []
+    for role in ("train", "test"):
+        name, key = classifier[role], f"metrics.classifier.{role}"
+        errors += _missing("dataset", key, [name], datasets)
+        if name in datasets and datasets[name].get("source") != "cifar10":
+            errors.append(f"'{key}' {name!r} must be a CIFAR-10 dataset (the labels)")
+    test = datasets.get(classifier["test"], {})
+    wanted = classifier.get("min_test_images", 2000)
+    if test.get("source") == "cifar10" and test.get("n", 0) < wanted:
+        errors.append(
+            f"'metrics.classifier.test' {classifier['test']!r} holds {test.get('n')} images; "
+            f"the accuracy floor is measured on at least {wanted} (min_test_images)"
+        )
+    return errors
 
 
 # --------------------------------------------------------------------- architectures

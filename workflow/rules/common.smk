@@ -19,6 +19,7 @@ from dipddpm import grid  # noqa: E402
 from dipddpm.logs import log_to  # noqa: E402
 from dipddpm.stages.ddpm import store_model  # noqa: E402
 from dipddpm.stages.dip import store_prior  # noqa: E402
+from dipddpm.stages.generation_metrics import store_classifier  # noqa: E402
 from dipddpm.config import ConfigError, load_schema, validate_config  # noqa: E402
 
 SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
@@ -361,3 +362,35 @@ def all_targets():
         + earlystop_targets()
         + report_targets()
     )
+
+
+# The generation metrics' classifier (workflow/rules/generation.smk).
+CLASSIFIER = config["metrics"].get("classifier")
+CLASSIFIER_DIR = f"{grid.RESULTS}/classifier"
+
+
+def classifier_weights():
+    """The weights the metrics read: the store's copy when one is configured."""
+    store = CLASSIFIER.get("store")
+    return f"{store}/cifarnet.pt" if store else f"{CLASSIFIER_DIR}/cifarnet.pt"
+
+
+def classifier_targets():
+    if not CLASSIFIER:
+        return []
+    weights = classifier_weights()
+    return [weights, weights.replace(".pt", ".json")]
+
+
+def stored_classifier_source(wildcards):
+    stored = classifier_weights()
+    files = {name: f"{CLASSIFIER_DIR}/cifarnet.{name}" for name in ("pt", "json")}
+    return _kept(stored, {"weights": files["pt"], "json": files["json"]})
+
+
+def keep_classifier(input, output, log):
+    """store_classifier's body (a `run` rule: see store_model why not a script)."""
+    with log_to(log[0]):
+        store_classifier(
+            input.get("weights"), input.get("json"), output.weights, output.json
+        )

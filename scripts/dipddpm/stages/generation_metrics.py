@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,7 +30,7 @@ import pandas as pd
 import torch
 
 from .. import cifarnet, genmetrics
-from ..io import load_npz, save_csv, save_json, save_npz
+from ..io import atomic_path, load_json, load_npz, save_csv, save_json, save_npz
 from ..version import code_version
 
 log = logging.getLogger("dipddpm")
@@ -175,6 +176,23 @@ def _write_classifier(out_weights, out_json, model, record: dict) -> None:
     except BaseException:
         Path(out_weights).unlink(missing_ok=True)
         raise
+
+
+def store_classifier(weights, record_json, stored_weights, stored_json) -> None:
+    """Copy the trained classifier and its record into the store (a committed folder),
+    after checking that the record names these weights."""
+    if weights is None:
+        raise ValueError(
+            f"{stored_weights} was a stored copy, so the workflow did not ask for its "
+            "training: delete the stored file (not force the rule) to retrain it"
+        )
+    record = load_json(record_json)
+    if record.get("sha256") != cifarnet.file_sha256(weights):
+        raise ValueError(f"{record_json} does not describe {weights} (sha256 differs)")
+    with atomic_path(stored_weights) as tmp:
+        shutil.copyfile(weights, tmp)
+    save_json(stored_json, record)
+    log.info("stored the classifier (accuracy %.3f) as %s", record["accuracy"], stored_weights)
 
 
 # ------------------------------------------------------------------------- features
