@@ -15,7 +15,7 @@ import torch
 
 from dipddpm import cifarnet
 from dipddpm.io import save_npz
-from dipddpm.stages.generation_metrics import train_classifier_stage
+from dipddpm.stages.generation_metrics import store_classifier, train_classifier_stage
 
 TINY = {"epochs": 4, "batch_size": 20, "lr": 0.1, "width": 8, "seed": 2}
 PER_CLASS = 16
@@ -216,6 +216,17 @@ def test_stage_writes_weights_and_record(stage_files):
     assert written["settings"]["epochs"] == TINY["epochs"] and written["seconds"] > 0
     assert written["sha256"] == cifarnet.file_sha256(weights)
     assert cifarnet.load_classifier(weights)[1]["accuracy"] == record["accuracy"]
+
+    # The store keeps the weights with their record, and refuses a record of other weights.
+    stored = weights.parent / "store" / "cifarnet.pt"
+    store_classifier(weights, record_json, stored, stored.with_suffix(".json"))
+    assert cifarnet.file_sha256(stored) == written["sha256"]
+    assert json.loads(stored.with_suffix(".json").read_text()) == written
+    record_json.write_text(json.dumps({**written, "sha256": "0" * 64}))
+    with pytest.raises(ValueError, match="does not describe"):
+        store_classifier(weights, record_json, stored, stored.with_suffix(".json"))
+    with pytest.raises(ValueError, match="was a stored copy"):
+        store_classifier(None, None, stored, stored.with_suffix(".json"))
 
 
 def test_stage_refuses_a_model_below_the_floor_and_leaves_no_output(stage_files):
