@@ -281,12 +281,43 @@ def test_comparisons_that_cannot_be_matched_say_why():
         ]
     )
     table = example1.primary_comparisons(frame, TUNING, n_boot=N_BOOT)
-    seconds = _row(table, "dip+ddpm vs dip (equal seconds")
-    assert not seconds["computable"]
-    assert seconds["reason"].startswith("no common budget")
     nfe = _row(table, "dip+ddpm vs ddpm-obs (equal NFE")
     assert not nfe["computable"] and "mode=truncated" in nfe["reason"]
     assert _row(table, "dip+ddpm vs dip (chosen")["computable"]
+
+
+def test_costs_that_do_not_overlap_compare_the_nearest_points_and_say_what_it_means():
+    frame = pd.concat(
+        [
+            dip_alone(100, _base),  # 1 s
+            combined(20, 10, lambda i: _base(i) + 1.0, iters=400),  # 4 s prior + 1 s chain
+        ]
+    )
+    table = example1.primary_comparisons(frame, TUNING, n_boot=N_BOOT)
+    seconds = _row(table, "dip+ddpm vs dip (equal seconds")
+    assert seconds["computable"] and "5 s vs 1 s, no common budget" in seconds["name"]
+    assert seconds["mean_diff"] == pytest.approx(1.0)
+    assert "costs 5x less" in seconds["note"] and "not a win at equal cost" in seconds["note"]
+
+
+def test_equal_nfe_falls_back_to_the_best_setting_that_has_a_partner():
+    frame = pd.concat(
+        [
+            dip_alone(400, _base),
+            # Chosen (best on tuning): K = 4 chains, which DDPM alone from the observation
+            # (deterministic) never runs.
+            combined(20, 10, lambda i: _base(i) + 2.0, k=4),
+            combined(20, 10, lambda i: _base(i) + 1.0 + _noise(3)(i)),
+            ddpm_obs(10, _base),
+        ]
+    )
+    table = example1.primary_comparisons(frame, TUNING, n_boot=N_BOOT)
+    nfe = _row(table, "dip+ddpm vs ddpm-obs (equal NFE")
+    assert nfe["computable"] and "k=1" in nfe["name"]
+    assert "no equal-NFE ddpm-obs cell" in nfe["note"] and "k=4" in nfe["note"]
+    assert nfe["mean_diff"] == pytest.approx(
+        1.0 + np.mean([_noise(3)(i) for i in range(12) if i % 4])
+    )
 
 
 def test_generation_rows_are_ignored():

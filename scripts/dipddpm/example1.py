@@ -674,13 +674,29 @@ def primary_comparisons(
     for task in _ordered_tasks(rows, tasks):
         ddpm_methods = [m for m in DDPM_ALONE if (rows[rows["task"] == task]["method"] == m).any()]
         for method in combined:
+            fallbacks = _ranked_settings(rows, method, task, tuning, value)
             planned += _task_comparisons(
-                evaluation, settings, task, method, ddpm_methods, budgets, value
+                evaluation, settings, task, method, ddpm_methods, budgets, value, fallbacks
             )
     for row in planned:
         row.meta["value"] = value
     results = _summarise(planned, level, n_boot, seed, holm_by)
     return pd.DataFrame(results, columns=list(PRIMARY_COLUMNS))
+
+
+def _ranked_settings(
+    rows: pd.DataFrame, method: str, task: str, tuning: int, value: str
+) -> list[dict[str, str]]:
+    """``method``'s settings on ``task``, best on the tuning images first (none if it has
+    no rows there)."""
+    try:
+        ranked = _rank(rows, method, task, tuning, None, None, value)
+    except ValueError:
+        return []
+    return [
+        {c: str(r[c]) for c in SETTING_COLUMNS if c in ranked.columns}
+        for r in ranked.to_dict("records")
+    ]
 
 
 def _task_comparisons(
@@ -691,6 +707,7 @@ def _task_comparisons(
     ddpm_methods: list[str],
     budgets: Sequence[float] | None,
     value: str,
+    fallbacks: Sequence[Mapping[str, str]] = (),
 ) -> list[_Planned]:
     opponents = ddpm_methods or ["ddpm alone"]
     names = [(DIP_ALONE, "chosen"), (DIP_ALONE, "equal seconds")]
@@ -710,7 +727,7 @@ def _task_comparisons(
                 b = _setting_for(settings, task, b_method)
                 out.append(_cell_pair(evaluation, a, b, value, base))
             elif match == "equal NFE":
-                out.append(_equal_nfe(evaluation, a, b_method, value, base))
+                out.append(_equal_nfe(evaluation, a, b_method, value, base, fallbacks))
             else:
                 b = _setting_for(settings, task, b_method)
                 out += _equal_seconds(evaluation, a, b, budgets, value, base)
@@ -756,21 +773,49 @@ def _equal_nfe(
     b_method: str,
     value: str,
     meta: dict[str, Any],
+    fallbacks: Sequence[Mapping[str, str]] = (),
 ) -> _Planned:
+    """``a`` against the DDPM-alone cell on the same checkpoint, sampler, steps and k. When
+    ``a`` (the chosen setting) has no such partner (e.g. it averages k = 4 chains where the
+    deterministic DDPM-alone chain has k = 1, or it runs on a truncated model that cannot
+    start from noise), the best tuning setting of ``fallbacks`` that has one stands in, and
+    ``note`` says so."""
+    scope = {c: a[c] for c in ("purpose", "dataset", "task")}
+    chosen, rank = a, 0
+    b = _nfe_partner(scope, b_method, a)
+    if _matching(evaluation, b).empty:
+        found = next(
+            (
+                (i, f)
+                for i, f in enumerate(fallbacks)
+                if not _matching(evaluation, _nfe_partner(scope, b_method, f)).empty
+            ),
+            None,
+        )
+        if found is None:
+            raise NotComputable(_nfe_mismatch(evaluation, scope, b_method, b))
+        rank, a = found
+        b = _nfe_partner(scope, b_method, a)
     steps = a.get("steps", grid.NONE)
     meta["name"] = f"{meta['name'][:-1]}, steps={steps}, k={a.get('k', grid.NONE)})"
-    scope = {c: a[c] for c in ("purpose", "dataset", "task")}
-    b = {**scope, "method": b_method, **{c: a[c] for c in EQUAL_NFE_COLUMNS if c in a}}
-    if _matching(evaluation, b).empty:
-        raise NotComputable(_nfe_mismatch(evaluation, scope, b_method, b))
     planned = _cell_pair(evaluation, a, b, value, meta)
+    if a is not chosen:
+        meta["note"] = (
+            f"the chosen setting has no equal-NFE {b_method} cell "
+            f"({_nfe_mismatch(evaluation, scope, b_method, _nfe_partner(scope, b_method, chosen))}"
+            f"); compared instead: the best tuning setting that has one (rank {rank + 1})"
+        )
     nfe_a, nfe_b = meta["nfe_a"], meta["nfe_b"]
     if math.isfinite(nfe_a) and math.isfinite(nfe_b) and not math.isclose(nfe_a, nfe_b):
-        meta["note"] = (
+        meta["note"] = meta.get("note", "") + (
             f"steps={steps} runs {nfe_a:g} vs {nfe_b:g} network evaluations per image: a "
             "chain runs at most its start step"
         )
     return planned
+
+
+def _nfe_partner(scope: Mapping[str, str], b_method: str, a: Mapping[str, str]) -> dict:
+    return {**scope, "method": b_method, **{c: a[c] for c in EQUAL_NFE_COLUMNS if c in a}}
 
 
 def _nfe_mismatch(
@@ -804,7 +849,7 @@ def _equal_seconds(
         f"{curve_b.describe()} spans [{curve_b.seconds[0]:.4g}, {curve_b.seconds[-1]:.4g}] s"
     )
     if low > high * (1 + 1e-12):
-        raise NotComputable(f"no common budget: {span}")
+        return [_disjoint_costs(curve_a, curve_b, value, meta, span)]
     if budgets is None:
         inside = (curve_a.seconds >= low * (1 - 1e-12)) & (curve_a.seconds <= high * (1 + 1e-12))
         chosen = [float(s) for s in curve_a.seconds[inside]]
@@ -836,6 +881,44 @@ def _equal_seconds(
         )
         out.append(_Planned(meta=row, differences=values[0] - values[1]))
     return out
+
+
+def _disjoint_costs(
+    curve_a: Curve, curve_b: Curve, value: str, meta: dict[str, Any], span: str
+) -> _Planned:
+    """Curves whose costs do not overlap: the cheaper method at its most expensive point
+    against the dearer one at its cheapest. If the dearer method loses there, it loses at
+    every budget both can afford (the cheaper method is better and cheaper); if it wins, that
+    is not a win at equal cost, and the note says so."""
+    images = curve_a.values.index.intersection(curve_b.values.index)
+    if images.empty:
+        raise NotComputable(f"the two curves share no evaluation image ({span})")
+    a_cheaper = curve_a.seconds[-1] < curve_b.seconds[0]
+    i_a, i_b = (-1, 0) if a_cheaper else (0, -1)
+    seconds_a, seconds_b = float(curve_a.seconds[i_a]), float(curve_b.seconds[i_b])
+    values_a = curve_a.values.loc[images].to_numpy().T[i_a]
+    values_b = curve_b.values.loc[images].to_numpy().T[i_b]
+    cheaper, dearer = (curve_a, curve_b) if a_cheaper else (curve_b, curve_a)
+    ratio = max(seconds_a, seconds_b) / min(seconds_a, seconds_b)
+    row = {
+        **meta,
+        "name": f"{meta['name'][:-1]}: {seconds_a:.3g} s vs {seconds_b:.3g} s, no common budget)",
+        "setting_a": f"{_difference_text(curve_a.setting, curve_b.setting, (curve_a.axis,))}; "
+        f"{_bracket(curve_a, seconds_a)}",
+        "setting_b": f"{_difference_text(curve_b.setting, curve_a.setting, (curve_b.axis,))}; "
+        f"{_bracket(curve_b, seconds_b)}",
+        "seeds_a": curve_a.seeds,
+        "seeds_b": curve_b.seeds,
+        "seconds_a": seconds_a,
+        "seconds_b": seconds_b,
+        "note": (
+            f"costs do not overlap ({span}); {cheaper.method} at its most expensive point "
+            f"costs {ratio:.3g}x less than {dearer.method} at its cheapest: if "
+            f"{dearer.method} is worse there it is worse at every affordable budget, if it "
+            "is better that is not a win at equal cost"
+        ),
+    }
+    return _Planned(meta=row, differences=values_a - values_b)
 
 
 def _summarise(

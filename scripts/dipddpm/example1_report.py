@@ -134,12 +134,28 @@ def comparison_phrase(name: str, rows: pd.DataFrame) -> str:
         row = rows.iloc[0]
         return (
             f"{name}: {row['mean_diff']:+.2f} dB {interval(row['ci_low'], row['ci_high'])}, "
-            f"{row['verdict']} (Holm p = {row['p_holm']:.3g})"
+            f"{row['verdict']} (Holm p = {row['p_holm']:.3g}){qualifier(row)}"
         )
     counts = rows["verdict"].value_counts()
     spread = f"{rows['mean_diff'].min():+.2f} to {rows['mean_diff'].max():+.2f} dB"
     tally = ", ".join(f"{verdict} at {n}" for verdict, n in counts.items())
     return f"{name} over {len(rows)} budgets: {spread} ({tally})"
+
+
+def qualifier(row: pd.Series) -> str:
+    """What a verdict means when the sides were not matched as asked (see the note)."""
+    note = str(row.get("note") or "")
+    if "no common budget" in str(row["name"]):
+        a_dearer = row["seconds_a"] > row["seconds_b"]
+        if row["verdict"] == "helps" and a_dearer:
+            return " [better, but only at a higher cost: not a win at equal seconds]"
+        if row["verdict"] == "hurts" and a_dearer:
+            return " [worse although it costs more: it loses at every budget both can afford]"
+    if "compared instead" in note:
+        return (
+            " [the chosen setting has no equal-NFE partner; its best tuning setting that has one]"
+        )
+    return ""
 
 
 def primary_table(primary: pd.DataFrame) -> str:
