@@ -455,9 +455,8 @@ def test_nfe_to_target_pairs_images_and_censors_at_a_lower_bound():
     from dipddpm import example1_steps
 
     frame = _ladder_frame()
-    settings = example1.chosen_settings(frame, 2)
     targets = pd.DataFrame([{"task": TASK, "target_psnr": 25.0, "reason": ""}])
-    table = example1_steps.nfe_to_target_comparisons(frame, 2, settings, targets, n_boot=500)
+    table = example1_steps.nfe_to_target_comparisons(frame, 2, targets, n_boot=500)
     assert list(table.columns) == list(example1_steps.COLUMNS)
     row = table.iloc[0]
     assert row["name"] == "dip+ddpm vs ddpm-obs (NFE to target)" and row["n"] == 4
@@ -474,7 +473,6 @@ def test_nfe_to_target_says_why_a_task_without_target_is_left_out():
     from dipddpm import example1_steps
 
     frame = _ladder_frame()
-    settings = example1.chosen_settings(frame, 2)
     targets = pd.DataFrame(columns=["task", "target_psnr", "reason"])
-    table = example1_steps.nfe_to_target_comparisons(frame, 2, settings, targets, n_boot=100)
+    table = example1_steps.nfe_to_target_comparisons(frame, 2, targets, n_boot=100)
     assert table.iloc[0]["reason"] == f"{TASK} has no PSNR target"

@@ -123,9 +123,17 @@ def nfe_phrase(row: pd.Series) -> str:
     return (
         f"{row['name']}: geometric-mean ratio {ratio:.2f} (log2 {row['mean_log2_ratio']:+.2f} "
         f"{interval(row['ci_low'], row['ci_high'])}; {row['n_reached_a']} vs "
-        f"{row['n_reached_b']} of {row['n']} images reach the target), {row['verdict']} "
-        f"(Holm p = {row['p_holm']:.3g})"
+        f"{row['n_reached_b']} of {row['n']} images reach the target; rungs run "
+        f"{row['rungs_a']} vs {row['rungs_b']} NFE), {row['verdict']} "
+        f"(Holm p = {row['p_holm']:.3g}){single_rung(row)}"
     )
+
+
+def single_rung(row: pd.Series) -> str:
+    """A side run at one step count only says that it reaches the target by then."""
+    if min(len(str(row["rungs_a"]).split()), len(str(row["rungs_b"]).split())) > 1:
+        return ""
+    return " [one side ran a single step count here: an upper bound on its fewest NFE]"
 
 
 def comparison_phrase(name: str, rows: pd.DataFrame) -> str:
@@ -214,6 +222,8 @@ def nfe_table(nfe: pd.DataFrame) -> str:
         "n",
         "n_reached_a",
         "n_reached_b",
+        "rungs_a",
+        "rungs_b",
         "median_nfe_a",
         "median_nfe_b",
         "mean_log2_ratio",

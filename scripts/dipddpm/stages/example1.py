@@ -75,7 +75,7 @@ def summarise_example1(
         "quality_targets": targets,
         "quality_ladder": ladder,
         "steps_to_target": example1.steps_to_target(ladder),
-        "nfe_to_target": example1_steps.nfe_to_target_comparisons(frame, tuning, settings, targets),
+        "nfe_to_target": example1_steps.nfe_to_target_comparisons(frame, tuning, targets),
         "diversity": example1.restoration_diversity(frame, tuning),
         "cost_curves": example1.cost_curves(frame, tuning, settings),
         "t0_curves": example1.t0_curves(frame, tuning, settings),
