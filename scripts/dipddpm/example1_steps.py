@@ -164,6 +164,8 @@ def fastest_setting(
             table, _, _ = per_image_nfe(tuning_rows, setting, target, ladder)
         except (example1.NotComputable, ValueError):
             continue
+        if min(table.attrs["rungs"]) <= 0:  # t0 = 0 is the prior itself, not a chain
+            continue
         score = float(np.log2(table["nfe"]).mean())
         scored.append((score, -len(table.attrs["rungs"]), len(scored), setting))
     if not scored:
