@@ -476,3 +476,32 @@ def test_nfe_to_target_says_why_a_task_without_target_is_left_out():
     targets = pd.DataFrame(columns=["task", "target_psnr", "reason"])
     table = example1_steps.nfe_to_target_comparisons(frame, 2, targets, n_boot=100)
     assert table.iloc[0]["reason"] == f"{TASK} has no PSNR target"
+
+
+def test_ablations_change_one_axis_around_the_best_single_chain_setting():
+    from dipddpm import example1_ablations
+
+    frame = pd.concat(
+        [
+            combined(20, 10, lambda i: _base(i) + 1.0),  # the reference (k = 1, best)
+            combined(20, 10, lambda i: _base(i) + 0.5 + _noise(1)(i) / 10, iters=200),
+            combined(20, 10, lambda i: _base(i) + 1.5 + _noise(2)(i) / 10, lam=0.5),
+            combined(20, 10, lambda i: _base(i) + 3.0, k=4),  # no neighbours: not a reference
+            combined(20, 10, lambda i: _base(i) + 9.0, iters=200, k=4),  # two axes off
+        ]
+    )
+    table = example1_ablations.ablation_table(frame, TUNING, n_boot=N_BOOT)
+    assert list(table.columns) == list(example1_ablations.COLUMNS)
+    rows = table.set_index("ablation")
+    evaluation = [i for i in range(N_IMAGES) if i % TUNING]
+    duration = rows.loc["prior duration"]
+    assert duration["variant"] == "iters=200" and "iters=400" in duration["reference"]
+    expected = -0.5 + np.mean([_noise(1)(i) / 10 for i in evaluation])
+    assert duration["mean_diff"] == pytest.approx(expected) and duration["n"] == N_EVAL
+    guidance = rows.loc["guidance"]
+    assert guidance["variant"] == "method=dip-guided, lam=0.5, window=1"
+    assert guidance["mean_diff"] == pytest.approx(
+        0.5 + np.mean([_noise(2)(i) / 10 for i in evaluation])
+    )
+    assert "no evaluation cell differs" in rows.loc["sampler", "reason"]
+    assert (table["p_holm"].dropna() >= table["p"].dropna()).all()

@@ -6,7 +6,14 @@ import pandas as pd
 import pytest
 from test_example1_auto_t0 import TUNING, _study
 
-from dipddpm import example1, example1_auto_t0, example1_report, example1_steps, templates
+from dipddpm import (
+    example1,
+    example1_ablations,
+    example1_auto_t0,
+    example1_report,
+    example1_steps,
+    templates,
+)
 
 
 def test_render_refuses_missing_and_unused_values():
@@ -34,6 +41,7 @@ def test_example1_section_quotes_the_tables_numbers():
         "nfe_to_target": pd.DataFrame(columns=list(example1_steps.COLUMNS)),
         "t0_curves": example1.t0_curves(frame, TUNING, settings),
         "auto_t0": auto,
+        "ablations": example1_ablations.ablation_table(frame, TUNING, n_boot=100),
     }
     verdicts = pd.DataFrame(
         [

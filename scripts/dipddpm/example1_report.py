@@ -41,6 +41,7 @@ def example1_section(
         "steps": steps_table(tables["steps_to_target"]),
         "nfe": nfe_table(tables["nfe_to_target"]),
         "auto_t0": auto_t0_table(tables["auto_t0"]),
+        "ablations": ablations_table(tables["ablations"]),
         "models": models_paragraph(verdicts),
     }
     return templates.render("example1", values)
@@ -234,6 +235,25 @@ def nfe_table(nfe: pd.DataFrame) -> str:
     text = markdown(shown[columns])
     for _, row in nfe[nfe["reason"].fillna("") != ""].iterrows():
         text += f"\n\n{row['task']}, {row['name']}: {row['reason']}."
+    return text
+
+
+def ablations_table(ablations: pd.DataFrame) -> str:
+    computable = ablations[ablations["reason"].fillna("") == ""]
+    shown = computable.assign(
+        ci=[
+            interval(lo, hi)
+            for lo, hi in zip(computable["ci_low"], computable["ci_high"], strict=True)
+        ]
+    )
+    columns = ["task", "ablation", "variant", "n", "variant_psnr", "mean_diff", "ci", "verdict"]
+    text = markdown(shown[columns].rename(columns={"mean_diff": "variant - reference (dB)"}))
+    references = "; ".join(
+        f"{task}: {ref}" for task, ref in computable.groupby("task")["reference"].first().items()
+    )
+    text += f"\n\nReferences: {references}."
+    for _, row in ablations[ablations["reason"].fillna("") != ""].iterrows():
+        text += f"\n\n{row['task']}, {row['ablation']}: {row['reason']}."
     return text
 
 

@@ -13,6 +13,7 @@ EXAMPLE1_TABLES = (
     "t0_curves",
     "auto_t0",
     "auto_t0_cases",
+    "ablations",
 )
 
 

@@ -18,6 +18,7 @@ from .. import (
     aggregate,
     cost,
     example1,
+    example1_ablations,
     example1_auto_t0,
     example1_figures,
     example1_report,
@@ -42,6 +43,7 @@ TABLES = (
     "t0_curves",
     "auto_t0",
     "auto_t0_cases",
+    "ablations",
 )
 
 
@@ -79,6 +81,7 @@ def summarise_example1(
         "diversity": example1.restoration_diversity(frame, tuning),
         "cost_curves": example1.cost_curves(frame, tuning, settings),
         "t0_curves": example1.t0_curves(frame, tuning, settings),
+        "ablations": example1_ablations.ablation_table(frame, tuning),
     }
     tables["auto_t0"], tables["auto_t0_cases"] = example1_auto_t0.auto_t0_tables(
         frame, tuning, load_observations(observations), prior_lookup(priors), T

@@ -1,0 +1,140 @@
+"""Example 1's one-at-a-time ablations: sampler, guidance weight and window, prior
+architecture and duration, each changed alone around one reference setting.
+
+The reference is DIP+DDPM's best single-chain (k = 1) setting on the tuning images: the
+ablation blocks of the study run single chains, so a K-sample setting has no neighbours.
+For each ablated axis, every evaluation cell that equals the reference on every other
+identity column is a variant (giving guidance a weight makes the method ``dip-guided``);
+the table pairs each variant with the reference per image (seeds averaged within an image)
+and applies Holm's correction over the whole table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+
+from . import example1, stats
+
+# Each ablation: its name and the identity columns it is allowed to change.
+ABLATIONS = (
+    ("sampler", ("sampler", "eta")),
+    ("guidance", ("method", "lam", "window")),
+    ("prior architecture", ("arch",)),
+    ("prior duration", ("iters",)),
+)
+COLUMNS = (
+    "dataset",
+    "task",
+    "ablation",
+    "variant",
+    "reference",
+    "n",
+    "mean_diff",
+    "ci_low",
+    "ci_high",
+    "level",
+    "p",
+    "p_holm",
+    "verdict",
+    "reference_psnr",
+    "variant_psnr",
+    "seeds",
+    "reason",
+)
+
+
+def ablation_table(
+    frame: pd.DataFrame,
+    tuning: int,
+    tasks: Sequence[str] | None = None,
+    n_boot: int = 10000,
+) -> pd.DataFrame:
+    """Variant minus reference PSNR for every one-axis variant of each task's reference."""
+    rows = example1._prepare(frame, tuning)
+    evaluation = example1._split(rows, example1.EVALUATION)
+    records: list[dict] = []
+    for task in example1._ordered_tasks(rows, tasks):
+        reference = _reference(rows, task, tuning)
+        if reference is None:
+            continue
+        in_task = evaluation[evaluation["task"] == task]
+        for name, free in ABLATIONS:
+            records += _variants(in_task, reference, name, free)
+    return _with_holm(records, n_boot)
+
+
+def _reference(rows: pd.DataFrame, task: str, tuning: int) -> dict[str, str] | None:
+    try:
+        ranked = example1._rank(rows, example1.COMBINED, task, tuning, None, {"k": 1}, "psnr")
+    except ValueError:
+        return None
+    best = ranked.iloc[0]
+    return {c: str(best[c]) for c in example1.SETTING_COLUMNS if c in ranked.columns}
+
+
+def _variants(
+    rows: pd.DataFrame, reference: dict[str, str], name: str, free: Sequence[str]
+) -> list[dict]:
+    fixed = {c: v for c, v in reference.items() if c not in free}
+    candidates = example1._matching(rows, fixed)
+    columns = [c for c in example1.SETTING_COLUMNS if c in candidates.columns]
+    out = []
+    for values, _ in candidates.groupby(columns, sort=False):
+        variant = dict(zip(columns, values, strict=True))
+        if variant == reference:
+            continue
+        out.append(_pair(rows, reference, variant, name, free))
+    if not out:
+        out.append(
+            {
+                "task": reference["task"],
+                "ablation": name,
+                "reference": example1._setting_text(reference),
+                "reason": f"no evaluation cell differs from the reference in {list(free)} only",
+            }
+        )
+    return out
+
+
+def _pair(
+    rows: pd.DataFrame,
+    reference: dict[str, str],
+    variant: dict[str, str],
+    name: str,
+    free: Sequence[str],
+) -> dict:
+    pairs = stats.paired_differences(rows, "psnr", variant, reference)
+    changed = ", ".join(f"{c}={variant[c]}" for c in free if variant.get(c) != reference.get(c))
+    return {
+        "dataset": reference["dataset"],
+        "task": reference["task"],
+        "ablation": name,
+        "variant": changed,
+        "reference": example1._setting_text(reference),
+        "reference_psnr": float(pairs["b"].mean()),
+        "variant_psnr": float(pairs["a"].mean()),
+        "seeds": example1._seeds_text(example1._matching(rows, reference)),
+        "differences": pairs["difference"].to_numpy(float),
+        "reason": "",
+    }
+
+
+def _with_holm(records: list[dict], n_boot: int) -> pd.DataFrame:
+    computable = [r for r in records if "differences" in r]
+    results = [stats.paired_comparison(r["differences"], n_boot=n_boot) for r in computable]
+    results = stats.apply_holm(results) if results else []
+    for record, result in zip(computable, results, strict=True):
+        record.pop("differences")
+        record.update(
+            n=result.n,
+            mean_diff=result.mean_diff,
+            ci_low=result.ci_low,
+            ci_high=result.ci_high,
+            level=result.level,
+            p=result.p,
+            p_holm=result.p_holm,
+            verdict=result.verdict,
+        )
+    return pd.DataFrame(records, columns=list(COLUMNS))
