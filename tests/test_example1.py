@@ -504,4 +504,19 @@ def test_ablations_change_one_axis_around_the_best_single_chain_setting():
         0.5 + np.mean([_noise(2)(i) / 10 for i in evaluation])
     )
     assert "no evaluation cell differs" in rows.loc["sampler", "reason"]
+
+
+def test_the_ablation_reference_is_the_setting_the_ablations_were_run_around():
+    from dipddpm import example1_ablations
+
+    frame = pd.concat(
+        [
+            combined(10, 10, lambda i: _base(i) + 2.0),  # tuning-best, but nothing around it
+            combined(20, 10, lambda i: _base(i) + 1.0),
+            combined(20, 10, lambda i: _base(i) + 0.5, iters=200),
+        ]
+    )
+    table = example1_ablations.ablation_table(frame, TUNING, n_boot=N_BOOT)
+    duration = table.set_index("ablation").loc["prior duration"]
+    assert "t0=20" in duration["reference"] and duration["mean_diff"] == pytest.approx(-0.5)
     assert (table["p_holm"].dropna() >= table["p"].dropna()).all()
