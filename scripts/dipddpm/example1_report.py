@@ -253,7 +253,8 @@ def ablations_table(ablations: pd.DataFrame) -> str:
     )
     text += f"\n\nReferences: {references}."
     for _, row in ablations[ablations["reason"].fillna("") != ""].iterrows():
-        text += f"\n\n{row['task']}, {row['ablation']}: {row['reason']}."
+        which = "" if pd.isna(row["ablation"]) else f", {row['ablation']}"
+        text += f"\n\n{row['task']}{which}: {row['reason']}."
     return text
 
 
