@@ -84,8 +84,7 @@ def _reference(
         for r in ranked.to_dict("records")
     ]
     coverage = [
-        sum(bool(_variants(evaluation, s, name, free)) for name, free in ABLATIONS)
-        for s in settings
+        sum(bool(_variant_settings(evaluation, s, free)) for _, free in ABLATIONS) for s in settings
     ]
     return settings[max(range(len(settings)), key=lambda i: (coverage[i], -i))]
 
@@ -93,16 +92,24 @@ def _reference(
 def _variants(
     rows: pd.DataFrame, reference: dict[str, str], name: str, free: Sequence[str]
 ) -> list[dict]:
+    return [
+        _pair(rows, reference, variant, name, free)
+        for variant in _variant_settings(rows, reference, free)
+    ]
+
+
+def _variant_settings(
+    rows: pd.DataFrame, reference: dict[str, str], free: Sequence[str]
+) -> list[dict[str, str]]:
+    """The settings that equal ``reference`` on every identity column but ``free``."""
     fixed = {c: v for c, v in reference.items() if c not in free}
     candidates = example1._matching(rows, fixed)
     columns = [c for c in example1.SETTING_COLUMNS if c in candidates.columns]
-    out = []
-    for values, _ in candidates.groupby(columns, sort=False):
-        variant = dict(zip(columns, values, strict=True))
-        if variant == reference:
-            continue
-        out.append(_pair(rows, reference, variant, name, free))
-    return out
+    unique = candidates[columns].drop_duplicates()
+    settings = [
+        dict(zip(columns, values, strict=True)) for values in unique.itertuples(index=False)
+    ]
+    return [s for s in settings if s != reference]
 
 
 def _none(reference: dict[str, str], name: str, free: Sequence[str]) -> dict:
