@@ -66,7 +66,7 @@ def ablation_table(
             continue
         for (name, free), variants in zip(ABLATIONS, found, strict=True):
             records += variants or [_none(reference, name, free)]
-    return _with_holm(records, n_boot)
+    return pd.DataFrame(stats.holm_records(records, n_boot), columns=list(COLUMNS))
 
 
 def _reference(
@@ -142,22 +142,3 @@ def _pair(
         "differences": pairs["difference"].to_numpy(float),
         "reason": "",
     }
-
-
-def _with_holm(records: list[dict], n_boot: int) -> pd.DataFrame:
-    computable = [r for r in records if "differences" in r]
-    results = [stats.paired_comparison(r["differences"], n_boot=n_boot) for r in computable]
-    results = stats.apply_holm(results) if results else []
-    for record, result in zip(computable, results, strict=True):
-        record.pop("differences")
-        record.update(
-            n=result.n,
-            mean_diff=result.mean_diff,
-            ci_low=result.ci_low,
-            ci_high=result.ci_high,
-            level=result.level,
-            p=result.p,
-            p_holm=result.p_holm,
-            verdict=result.verdict,
-        )
-    return pd.DataFrame(records, columns=list(COLUMNS))

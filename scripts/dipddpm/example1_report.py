@@ -53,6 +53,12 @@ def markdown(frame: pd.DataFrame, digits: int = 2) -> str:
     return frame.round(digits).to_markdown(index=False)
 
 
+def with_ci(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with a ``ci`` column spelling each row's interval."""
+    pairs = zip(table["ci_low"], table["ci_high"], strict=True)
+    return table.assign(ci=[interval(low, high) for low, high in pairs])
+
+
 def interval(low: float, high: float, digits: int = 2) -> str:
     if math.isnan(low) or math.isnan(high):
         return "n/a"
@@ -168,9 +174,7 @@ def qualifier(row: pd.Series) -> str:
 
 
 def primary_table(primary: pd.DataFrame) -> str:
-    shown = primary.assign(
-        ci=[interval(lo, hi) for lo, hi in zip(primary["ci_low"], primary["ci_high"], strict=True)]
-    )
+    shown = with_ci(primary)
     computable = shown[shown["computable"].astype(bool)]
     columns = [
         "task",
@@ -211,12 +215,7 @@ def steps_table(steps: pd.DataFrame) -> str:
 
 def nfe_table(nfe: pd.DataFrame) -> str:
     computable = nfe[nfe["reason"].fillna("") == ""]
-    shown = computable.assign(
-        ci=[
-            interval(lo, hi)
-            for lo, hi in zip(computable["ci_low"], computable["ci_high"], strict=True)
-        ]
-    )
+    shown = with_ci(computable)
     columns = [
         "task",
         "name",
@@ -240,12 +239,7 @@ def nfe_table(nfe: pd.DataFrame) -> str:
 
 def ablations_table(ablations: pd.DataFrame) -> str:
     computable = ablations[ablations["reason"].fillna("") == ""]
-    shown = computable.assign(
-        ci=[
-            interval(lo, hi)
-            for lo, hi in zip(computable["ci_low"], computable["ci_high"], strict=True)
-        ]
-    )
+    shown = with_ci(computable)
     columns = ["task", "ablation", "variant", "n", "variant_psnr", "mean_diff", "ci", "verdict"]
     text = markdown(shown[columns].rename(columns={"mean_diff": "variant - reference (dB)"}))
     references = "; ".join(

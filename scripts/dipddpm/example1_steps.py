@@ -71,7 +71,8 @@ def nfe_to_target_comparisons(
                 continue
             in_tuning = tuning_rows[tuning_rows["task"] == task]
             planned.append(_compare(in_tuning, in_task, task, method, target, ladder))
-    return _with_holm(planned, n_boot)
+    records = stats.holm_records(planned, n_boot, higher_is_better=False, diff="mean_log2_ratio")
+    return pd.DataFrame(records, columns=list(COLUMNS))
 
 
 def _compare(
@@ -172,24 +173,3 @@ def fastest_setting(
         raise example1.NotComputable(f"no {method} setting on {task} has a ladder rung")
     best = min(scored, key=lambda item: item[:3])[3]
     return per_image_nfe(rows, best, target, ladder)
-
-
-def _with_holm(planned: list[dict], n_boot: int) -> pd.DataFrame:
-    computable = [r for r in planned if "differences" in r]
-    results = [
-        stats.paired_comparison(r["differences"], n_boot=n_boot, higher_is_better=False)
-        for r in computable
-    ]
-    results = stats.apply_holm(results) if results else []
-    for record, result in zip(computable, results, strict=True):
-        record.pop("differences")
-        record.update(
-            mean_log2_ratio=result.mean_diff,
-            ci_low=result.ci_low,
-            ci_high=result.ci_high,
-            level=result.level,
-            p=result.p,
-            p_holm=result.p_holm,
-            verdict=result.verdict,
-        )
-    return pd.DataFrame(planned, columns=list(COLUMNS))

@@ -391,6 +391,40 @@ def apply_holm(
     return _stop_at_first_failure(corrected)
 
 
+def holm_records(
+    records: list[dict],
+    n_boot: int = 10000,
+    *,
+    higher_is_better: bool = True,
+    diff: str = "mean_diff",
+) -> list[dict]:
+    """``records`` with each one that carries per-image ``differences`` summarised by
+    :func:`paired_comparison` and corrected by :func:`apply_holm` over all of them: the
+    ``differences`` are replaced by ``n``, ``diff`` (the mean difference), ``ci_low``,
+    ``ci_high``, ``level``, ``p``, ``p_holm`` and ``verdict``. Records without differences
+    (not computable, with their reason) pass through."""
+    computable = [r for r in records if "differences" in r]
+    results = [
+        paired_comparison(r["differences"], n_boot=n_boot, higher_is_better=higher_is_better)
+        for r in computable
+    ]
+    for record, result in zip(computable, apply_holm(results) if results else [], strict=True):
+        record.pop("differences")
+        record.update(
+            {
+                "n": result.n,
+                diff: result.mean_diff,
+                "ci_low": result.ci_low,
+                "ci_high": result.ci_high,
+                "level": result.level,
+                "p": result.p,
+                "p_holm": result.p_holm,
+                "verdict": result.verdict,
+            }
+        )
+    return records
+
+
 def _at_level(comparison: PairedComparison, level: float) -> PairedComparison:
     return paired_comparison(
         comparison.differences,
