@@ -43,3 +43,8 @@ rule example1:
 rule classifier:
     input:
         classifier_targets(),
+
+
+rule prior_training:
+    input:
+        prior_training_targets(),

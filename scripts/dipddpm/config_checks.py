@@ -307,7 +307,7 @@ def _ddpm_errors(config: dict) -> list[str]:
             # (grid.left_out_cells); only a t0 no model can serve is.
             if t_max is None or not 1 <= t_max <= T:
                 errors.append(f"'ddpm.modes[{i}].t_max' must be in 1..T={T}; got {t_max!r}")
-        errors += _prior_mode_errors(config, i, mode)
+        errors += _prior_mode_errors(config, f"ddpm.modes[{i}]", mode)
     served = max((m.get("t_max") or T) if m["mode"] != "full" else T for m in ddpm["modes"])
     unserved = [t0 for t0 in sample["t0"] if t0 > served]
     if unserved:
@@ -448,10 +448,10 @@ def _duplicates_in(key: str, values: list) -> str:
     return f"'{key}' lists a value more than once ({groups}); list each value once"
 
 
-def _prior_mode_errors(config: dict, i: int, mode: dict) -> list[str]:
+def _prior_mode_errors(config: dict, key: str, mode: dict) -> list[str]:
     """A prior-* mode names its priors (and only it does); they must exist and belong to
     the DDPM's own training images, so a prior sample is an image the model trains on."""
-    key, prior = f"ddpm.modes[{i}]", mode.get("prior")
+    prior = mode.get("prior")
     named_prior = str(mode["mode"]).startswith("prior-")
     if named_prior != bool(prior):
         return [
@@ -494,8 +494,61 @@ def _subset_of(spec: dict, of: dict) -> bool:
     return same_split and of.get("n") == CIFAR10_SPLIT_SIZE.get(str(of.get("split")))
 
 
-def _duplicate_mode_errors(config: dict) -> list[str]:
-    modes = _list(_section(config, "ddpm").get("modes"))
+def _prior_training_errors(config: dict) -> list[str]:
+    """The prior-training comparison: checkpoints within its length (the last one the
+    length itself), modes as valid as ddpm's, a prior mode named in both lists with one
+    setting, and a sampling grid its models can serve."""
+    pt = config.get("prior_training")
+    if not pt:
+        return []
+    ddpm, T = config["ddpm"], config["ddpm"].get("T", 1000)
+    steps, ckpts = pt["steps"], pt["checkpoints"]
+    errors = []
+    if max(ckpts) != steps:
+        errors.append(
+            f"'prior_training.checkpoints' {ckpts} must end at prior_training.steps = {steps} "
+            "(the comparison's final models)"
+        )
+    if steps == ddpm.get("steps") and sorted(ckpts) != sorted(ddpm["checkpoints"]):
+        errors.append(
+            f"'prior_training.steps' {steps} equals ddpm.steps but its checkpoints {ckpts} "
+            f"differ from ddpm.checkpoints {ddpm['checkpoints']}: one training length "
+            "keeps one set of checkpoints"
+        )
+    main = {m["mode"]: m for m in ddpm["modes"]}
+    for i, mode in enumerate(pt["modes"]):
+        key = f"prior_training.modes[{i}]"
+        if mode["mode"] != "full" and not 1 <= (mode.get("t_max") or 0) <= T:
+            errors.append(f"'{key}.t_max' must be in 1..T={T}; got {mode.get('t_max')!r}")
+        errors += _prior_mode_errors(config, key, mode)
+        other = main.get(mode["mode"])
+        if other is not None and other.get("prior") and other != mode:
+            errors.append(
+                f"'{key}': mode {mode['mode']!r} is also in ddpm.modes with other settings; "
+                "name one of them differently"
+            )
+    errors += _duplicate_errors_of("prior_training.modes", pt["modes"])
+    sample = {**ddpm["sample"], **pt["sample"]}
+    errors += _missing(
+        "task", "prior_training.sample.task", _names(sample["task"]), config["tasks"]
+    )
+    errors += [
+        e.replace("'ddpm.sample.", "'prior_training.sample.")
+        for e in _prior_iters_errors(sample, config["dip"])
+    ]
+    served = max(T if m["mode"] == "full" else m.get("t_max") or T for m in pt["modes"])
+    for i, block in enumerate(pt["sample"].get("blocks") or [{}]):
+        key = f"prior_training.sample.blocks[{i}]"
+        unknown = sorted(set(block.get("ckpt", [])) - set(ckpts))
+        if unknown:
+            errors.append(f"'{key}.ckpt' {unknown} are not prior_training.checkpoints {ckpts}")
+        unserved = [t0 for t0 in block.get("t0", sample["t0"]) if t0 > served]
+        if unserved:
+            errors.append(f"'{key}.t0' {unserved} exceed every model's t_max (largest {served})")
+    return errors
+
+
+def _duplicate_errors_of(key: str, modes: list) -> list[str]:
     spelled = [
         f"{m.get('mode')} t_max={m.get('t_max')}" if m.get("mode") != "full" else "full"
         for m in modes
@@ -504,7 +557,11 @@ def _duplicate_mode_errors(config: dict) -> list[str]:
     repeated = sorted(name for name, count in Counter(spelled).items() if count > 1)
     if not repeated:
         return []
-    return [f"'ddpm.modes' lists a training mode more than once ({', '.join(repeated)})"]
+    return [f"'{key}' lists a training mode more than once ({', '.join(repeated)})"]
+
+
+def _duplicate_mode_errors(config: dict) -> list[str]:
+    return _duplicate_errors_of("ddpm.modes", _list(_section(config, "ddpm").get("modes")))
 
 
 # ---------------------------------------------------------------------------- all checks
@@ -518,6 +575,7 @@ CHECKS: tuple[tuple[frozenset[str], Check], ...] = (
     (frozenset({"data", "tasks", "dip"}), _dip_errors),
     (frozenset({"data", "tasks", "dip", "ddpm"}), _ddpm_errors),
     (frozenset({"data", "tasks", "dip", "ddpm"}), _block_errors),
+    (frozenset({"data", "tasks", "dip", "ddpm", "prior_training"}), _prior_training_errors),
     (frozenset({"data", "tasks", "dip", "earlystop"}), _earlystop_errors),
     (frozenset({"data", "metrics"}), _metrics_errors),
     (frozenset({"data", "tasks", "dip", "ddpm", "earlystop"}), _fit_errors),

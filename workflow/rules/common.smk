@@ -108,13 +108,23 @@ DDPM_TRAIN_KEYS = (
     "resume_every",
     "bf16",
     "compile",
-    "checkpoints",
 )
 
 
 def ddpm_train_settings(wildcards):
-    """Only what shapes training: a change to the sampling grid must not retrain models."""
-    return {key: config["ddpm"][key] for key in DDPM_TRAIN_KEYS}
+    """Only what shapes training: a change to the sampling grid must not retrain models.
+    The checkpoints are those of the cell's training length (the main models' or the
+    prior-training comparison's)."""
+    checkpoints = grid.training_runs(config)[int(wildcards.train_steps)]
+    return {key: config["ddpm"][key] for key in DDPM_TRAIN_KEYS} | {
+        "checkpoints": checkpoints
+    }
+
+
+def train_rule_name(steps):
+    """The main models' training rule keeps its name; another training length (the
+    prior-training comparison) gets a rule of its own, as its checkpoints differ."""
+    return "train_ddpm" if steps == config["ddpm"]["steps"] else f"train_ddpm_{steps}"
 
 
 def train_prior_settings(wildcards):
@@ -320,6 +330,23 @@ def model_targets():
 
 def sample_targets():
     return files(grid.SAMPLE, grid.sample_cells(config), "metrics.csv")
+
+
+PRIOR_TRAINING = config.get("prior_training")
+PRIOR_TRAINING_DIR = (PRIOR_TRAINING or {}).get("out", f"{grid.RESULTS}/prior_training")
+
+
+def prior_training_targets():
+    """The prior-training part: the training priors' DIP fit, every compared model (all
+    its checkpoints), their sampling cells from the held-out priors."""
+    if not PRIOR_TRAINING:
+        return []
+    priors = [grid.training_prior_cell(config, m) for m in grid.prior_modes(config)]
+    curves = files(grid.TRAIN, grid.prior_training_train_cells(config), "curve.csv")
+    samples = files(
+        grid.SAMPLE, grid.prior_training_sample_cells(config), "metrics.csv"
+    )
+    return files(grid.DIP, priors, "metrics.csv") + curves + samples
 
 
 def fid_targets():

@@ -4,42 +4,50 @@
 # FID/KID against the cached reference statistics.
 
 
-rule train_ddpm:
-    input:
-        unpack(train_prior_input),
-        clean=lambda wc: grid.CLEAN.path({"dataset": wc.train_dataset}, "clean.npz"),
-        held_out=grid.CLEAN.path(
-            {"dataset": config["ddpm"]["sample"]["dataset"]}, "clean.npz"
-        ),
-    output:
-        checkpoints=expand(
-            grid.checkpoint_file(),
-            ckpt=config["ddpm"]["checkpoints"],
-            allow_missing=True,
-        ),
-        curve=grid.TRAIN.file("curve.csv"),
-        json=grid.TRAIN.file("params.json"),
-    log:
-        grid.TRAIN.log,
-    benchmark:
-        grid.TRAIN.benchmark
-    conda:
-        "../../environment.yml"
-    # One thread per job: on a small CPU two 1-thread jobs beat one 2-thread job, and
-    # OpenMP threads competing with other jobs for cores slow down by an order of magnitude.
-    threads: 1
-    resources:
-        gpu=1,
-        runtime=24 * 60,
-        mem_mb=16000,
-    params:
-        identity=lambda wc: cell_of(grid.TRAIN, wc),
-        train=ddpm_train_settings,
-        prior=train_prior_settings,
-        out_dir=lambda wc, output: str(Path(output.curve).parent),
-        device=config["device"],
-    script:
-        "../../scripts/train_ddpm.py"
+# One training rule per training length: its checkpoints are its outputs, and the
+# prior-training comparison keeps other checkpoints than the main models.
+for _steps, _checkpoints in grid.training_runs(config).items():
+
+    rule:
+        name:
+            train_rule_name(_steps)
+        input:
+            unpack(train_prior_input),
+            clean=lambda wc: grid.CLEAN.path({"dataset": wc.train_dataset}, "clean.npz"),
+            held_out=grid.CLEAN.path(
+                {"dataset": config["ddpm"]["sample"]["dataset"]}, "clean.npz"
+            ),
+        output:
+            checkpoints=expand(
+                grid.checkpoint_file(),
+                ckpt=_checkpoints,
+                allow_missing=True,
+            ),
+            curve=grid.TRAIN.file("curve.csv"),
+            json=grid.TRAIN.file("params.json"),
+        log:
+            grid.TRAIN.log,
+        benchmark:
+            grid.TRAIN.benchmark
+        wildcard_constraints:
+            train_steps=str(_steps),
+        conda:
+            "../../environment.yml"
+        # One thread per job: on a small CPU two 1-thread jobs beat one 2-thread job, and
+        # OpenMP threads competing with other jobs for cores slow down by an order of magnitude.
+        threads: 1
+        resources:
+            gpu=1,
+            runtime=24 * 60,
+            mem_mb=16000,
+        params:
+            identity=lambda wc: cell_of(grid.TRAIN, wc),
+            train=ddpm_train_settings,
+            prior=train_prior_settings,
+            out_dir=lambda wc, output: str(Path(output.curve).parent),
+            device=config["device"],
+        script:
+            "../../scripts/train_ddpm.py"
 
 
 if MODEL_STORE:

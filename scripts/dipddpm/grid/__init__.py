@@ -28,6 +28,9 @@ from .design import (
     prior_iters,
     prior_mode,
     prior_modes,
+    prior_training_config,
+    prior_training_sample_cells,
+    prior_training_train_cells,
     qualitative_cells,
     sample_blocks,
     sample_cells,
@@ -37,5 +40,6 @@ from .design import (
     train_cells,
     train_modes,
     training_prior_cell,
+    training_runs,
 )
 from .paths import *  # noqa: F403  (axes, kinds, paths, identity: the contract itself)

@@ -103,8 +103,13 @@ def dip_cells(config: Mapping) -> list[dict[str, str]]:
 
 
 def prior_modes(config: Mapping) -> list[Mapping]:
-    """The prior-trained modes (entries of ``ddpm.modes`` with a ``prior``)."""
-    return [m for m in config["ddpm"]["modes"] if m.get("prior")]
+    """The prior-trained modes (entries of ``ddpm.modes`` or ``prior_training.modes`` with
+    a ``prior``), each name once (the config checks refuse one name with two settings)."""
+    modes = list(config["ddpm"]["modes"]) + list(
+        (config.get("prior_training") or {}).get("modes", [])
+    )
+    named = {m["mode"]: m for m in reversed(modes) if m.get("prior")}
+    return [named[name] for name in dict.fromkeys(m["mode"] for m in modes) if name in named]
 
 
 def prior_mode(config: Mapping, mode: str) -> Mapping | None:
@@ -131,7 +136,9 @@ def observation_cells(config: Mapping) -> list[dict[str, str]]:
     """Every (dataset, task, observation seed) that a DIP, sampling or early-stopping cell
     reads."""
     cells = [_pick(c, OBSERVATION) for c in dip_cells(config) + earlystop_cells(config)]
-    cells += [_pick(c, OBSERVATION) for c in sample_cells(config)]
+    cells += [
+        _pick(c, OBSERVATION) for c in sample_cells(config) + prior_training_sample_cells(config)
+    ]
     return _unique(cells)
 
 
@@ -282,6 +289,13 @@ def _model_axes(config: Mapping, ckpt: int | None = None) -> list[dict[str, Any]
     return [{**c, "ckpt": final} for c in train_cells(config)]
 
 
+def _checkpoint_axes(config: Mapping) -> list[dict[str, Any]]:
+    """The models a block samples: each mode at the block's ``ckpt`` steps (default: the
+    final one)."""
+    ckpts = config["ddpm"]["sample"].get("ckpt") or [config["ddpm"]["steps"]]
+    return [model for ckpt in ckpts for model in _model_axes(config, ckpt)]
+
+
 def _observations(config: Mapping, dataset: str, task: str) -> list[dict[str, Any]]:
     return [
         {"dataset": dataset, "task": task, "obs_seed": obs} for obs in observation_seeds(config)
@@ -321,7 +335,7 @@ def _block_cells(config: Mapping) -> list[dict[str, str]]:
         for task in sample_tasks(config)
         for obs in _observations(config, sample["dataset"], task)
     ]
-    for obs, model in itertools.product(observations, _model_axes(config)):
+    for obs, model in itertools.product(observations, _checkpoint_axes(config)):
         for start in _restoration_starts(config, obs["task"], int(model["t_max"])):
             for prior, steps, k, seed in itertools.product(
                 _prior_axes(config, start["start"], prior_iters(config)),
@@ -497,11 +511,55 @@ def cells(config: Mapping) -> dict[str, list[dict[str, str]]]:
         "clean": clean_cells(config),
         "observation": observation_cells(config),
         "dip": dip_cells(config),
-        "train": train_cells(config),
-        "sample": sample_cells(config),
+        "train": _unique(train_cells(config) + prior_training_train_cells(config)),
+        "sample": _unique(sample_cells(config) + prior_training_sample_cells(config)),
         "generate": generate_cells(config),
         "earlystop": earlystop_cells(config),
     }
+
+
+def prior_training_config(config: Mapping) -> Mapping | None:
+    """The config as the prior-training comparison sees it: its own training length,
+    checkpoints, modes and sampling grid over ``ddpm``'s (None without one). Its models
+    are cells of their own (``tsteps`` is part of a training cell's identity), so the
+    comparison never touches the main models."""
+    pt = config.get("prior_training")
+    if not pt:
+        return None
+    sample = {**config["ddpm"]["sample"], "convergence_cells": False, **pt["sample"]}
+    ddpm = {
+        **config["ddpm"],
+        "steps": pt["steps"],
+        "checkpoints": pt["checkpoints"],
+        "modes": pt["modes"],
+        "sample": sample,
+    }
+    return {**config, "ddpm": ddpm}
+
+
+def prior_training_train_cells(config: Mapping) -> list[dict[str, str]]:
+    derived = prior_training_config(config)
+    return train_cells(derived) if derived else []
+
+
+def prior_training_sample_cells(config: Mapping) -> list[dict[str, str]]:
+    """The comparison's sampling cells: every model restores from the held-out DIP priors
+    (a DIP start only; DDPM alone and DIP alone are Example 1's)."""
+    derived = prior_training_config(config)
+    if not derived:
+        return []
+    return [c for c in _restoration_cells(derived) if c["start"] == "dip"]
+
+
+def training_runs(config: Mapping) -> dict[int, list[int]]:
+    """Training length -> the checkpoints kept, for every length the config trains (the
+    main models and the prior-training comparison; the config checks refuse one length
+    with two checkpoint lists)."""
+    runs = {int(config["ddpm"]["steps"]): list(config["ddpm"]["checkpoints"])}
+    pt = config.get("prior_training")
+    if pt:
+        runs.setdefault(int(pt["steps"]), list(pt["checkpoints"]))
+    return runs
 
 
 def _cell(kind: Kind, **values: Any) -> dict[str, str]:
