@@ -16,6 +16,7 @@ include: "workflow/rules/earlystop.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/example1.smk"
 include: "workflow/rules/generation.smk"
+include: "workflow/rules/prior_training.smk"
 
 
 rule all:

@@ -428,3 +428,67 @@ def test_the_classifier_learns_and_is_tested_on_enough_labelled_cifar_images(con
     assert "holds 500 images; the accuracy floor is measured on at least 2000" in message
     config["metrics"]["classifier"]["min_test_images"] = 500
     validate_config(config, schema)
+
+
+def _with_prior_training(config, **changes):
+    config["data"]["datasets"]["cifar10-train"]["n"] = 50000
+    config["prior_training"] = {
+        "steps": 40,
+        "checkpoints": [10, 20, 40],
+        "modes": [{"mode": "truncated", "t_max": 300}, copy.deepcopy(PRIOR_MODE)],
+        "sample": {"task": "denoise-s25", "t0": [57], "steps": [5]},
+    } | changes
+    return config
+
+
+def test_a_prior_training_comparison_is_accepted_and_expands_to_its_cells(config, schema):
+    config = _with_prior_training(config)
+    validate_config(config, schema)
+    assert grid.training_runs(config)[40] == [10, 20, 40]
+    assert {c["mode"] for c in grid.prior_training_train_cells(config)} == {
+        "truncated",
+        "prior-p0.5",
+    }
+    training = [c for c in grid.dip_cells(config) if c["purpose"] == "training"]
+    assert training == [grid.training_prior_cell(config, PRIOR_MODE)]
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"checkpoints": [10, 20]}, "'prior_training.checkpoints' [10, 20] must end at"),
+        (
+            {
+                "sample": {
+                    "task": "denoise-s25",
+                    "t0": [57],
+                    "steps": [5],
+                    "blocks": [{"ckpt": [15]}],
+                }
+            },
+            "'prior_training.sample.blocks[0].ckpt' [15] are not prior_training.checkpoints",
+        ),
+        (
+            {"sample": {"task": "denoise-s25", "t0": [400], "steps": [5]}},
+            "'prior_training.sample.blocks[0].t0' [400] exceed every model's t_max",
+        ),
+        (
+            {"sample": {"task": "denoise-s52", "t0": [57], "steps": [5]}},
+            "'prior_training.sample.task'",
+        ),
+    ],
+)
+def test_a_prior_training_comparison_is_checked(config, schema, changes, message):
+    assert message in _error(_with_prior_training(config, **changes), schema)
+
+
+def test_one_training_length_keeps_one_set_of_checkpoints(config, schema):
+    steps = config["ddpm"]["steps"]
+    config = _with_prior_training(config, steps=steps, checkpoints=[steps])
+    assert "equals ddpm.steps but its checkpoints" in _error(config, schema)
+
+
+def test_a_prior_mode_has_one_setting_in_both_mode_lists(config, schema):
+    config = _with_prior_mode(config, prior={"share": 0.25})
+    config = _with_prior_training(config)
+    assert "is also in ddpm.modes with other settings" in _error(config, schema)

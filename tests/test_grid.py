@@ -210,3 +210,34 @@ def test_sample_blocks_are_a_union_of_small_products(study):
     # K-sample means only where chains differ (never from the observation with DDIM eta 0).
     assert not [c for c in cells if c["start"] == "obs" and c["eta"] == "0" and c["k"] != "1"]
     assert [c for c in cells if c["start"] == "dip" and c["k"] == "4"]
+
+
+def test_the_prior_training_part_is_its_own_models_and_cells(study):
+    """Issue 19's comparison: four models of one shorter training length, every checkpoint
+    sampled from the held-out DIP priors, without changing a main-model or Example 1 cell."""
+    without = copy.deepcopy(study)
+    del without["prior_training"]
+    assert grid.sample_cells(without) == grid.sample_cells(study)
+    assert grid.train_cells(without) == grid.train_cells(study)
+
+    part = study["prior_training"]
+    train = grid.prior_training_train_cells(study)
+    assert {c["mode"] for c in train} == {"full", "truncated", "prior-p0.5", "prior-ramp"}
+    assert {c["train_steps"] for c in train} == {str(part["steps"])}
+    assert grid.training_runs(study) == {
+        study["ddpm"]["steps"]: study["ddpm"]["checkpoints"],
+        part["steps"]: part["checkpoints"],
+    }
+    assert len(part["checkpoints"]) >= 6
+
+    cells = grid.prior_training_sample_cells(study)
+    assert cells and {c["start"] for c in cells} == {"dip"}
+    for mode in ("full", "truncated", "prior-p0.5", "prior-ramp"):
+        ckpts = {c["ckpt"] for c in cells if c["mode"] == mode and c["t0"] == "57"}
+        assert ckpts == {str(s) for s in part["checkpoints"]}
+    # Every model restores the same observations from the same stored priors.
+    keys = {(c["dataset"], c["task"], c["obs_seed"], c["iters"]) for c in cells}
+    assert keys == {("cifar10-study", "denoise-s25", o, "400") for o in ("0", "1")}
+    # The training priors: one DIP cell of training images, never a restoration prior.
+    training = [c for c in grid.dip_cells(study) if c["purpose"] == "training"]
+    assert [c["dataset"] for c in training] == ["cifar10-train512"]

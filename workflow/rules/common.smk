@@ -334,19 +334,63 @@ def sample_targets():
 
 PRIOR_TRAINING = config.get("prior_training")
 PRIOR_TRAINING_DIR = (PRIOR_TRAINING or {}).get("out", f"{grid.RESULTS}/prior_training")
+PRIOR_TRAINING_TABLES = [
+    "convergence",
+    "restoration",
+    "steps_to_quality",
+    "headline",
+    "training_priors",
+]
+
+
+def prior_training_sample_targets():
+    return files(grid.SAMPLE, grid.prior_training_sample_cells(config), "metrics.csv")
+
+
+def prior_training_curve_targets():
+    return files(grid.TRAIN, grid.prior_training_train_cells(config), "curve.csv")
+
+
+def training_prior_mapping():
+    """Each prior-trained mode of the comparison -> its training priors' DIP cell files."""
+    modes = [m for m in PRIOR_TRAINING["modes"] if m.get("prior")]
+    return {
+        m["mode"]: {
+            name: grid.DIP.path(grid.training_prior_cell(config, m), f"{name}.{ext}")
+            for name, ext in (("params", "json"), ("metrics", "csv"))
+        }
+        for m in modes
+    }
+
+
+def training_prior_files():
+    return sorted(
+        {p for files in training_prior_mapping().values() for p in files.values()}
+    )
+
+
+def prior_training_headline():
+    """The setting the answer rests on: the comparison's first t0 and most steps of its
+    every-checkpoint block (its sample-level values unless a block overrides them)."""
+    sample = {**config["ddpm"]["sample"], **PRIOR_TRAINING["sample"]}
+    return {"t0": sample["t0"][0], "steps": max(sample["steps"])}
 
 
 def prior_training_targets():
     """The prior-training part: the training priors' DIP fit, every compared model (all
-    its checkpoints), their sampling cells from the held-out priors."""
+    its checkpoints), their sampling cells from the held-out priors, and the summary."""
     if not PRIOR_TRAINING:
         return []
-    priors = [grid.training_prior_cell(config, m) for m in grid.prior_modes(config)]
-    curves = files(grid.TRAIN, grid.prior_training_train_cells(config), "curve.csv")
-    samples = files(
-        grid.SAMPLE, grid.prior_training_sample_cells(config), "metrics.csv"
+    summary = [f"{PRIOR_TRAINING_DIR}/{name}.csv" for name in PRIOR_TRAINING_TABLES]
+    summary += [
+        f"{PRIOR_TRAINING_DIR}/{n}" for n in ("convergence.png", "prior_training.md")
+    ]
+    return (
+        training_prior_files()
+        + prior_training_curve_targets()
+        + prior_training_sample_targets()
+        + summary
     )
-    return files(grid.DIP, priors, "metrics.csv") + curves + samples
 
 
 def fid_targets():
