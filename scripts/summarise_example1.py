@@ -14,4 +14,5 @@ with log_to(snakemake.log[0]):
         T=snakemake.params.T,
         schedule=snakemake.params.schedule,
         model_verdicts=snakemake.params.model_verdicts,
+        prior_headline=snakemake.params.prior_headline,
     )

@@ -63,5 +63,17 @@ def test_example1_section_quotes_the_tables_numbers():
     share = auto.set_index("error").loc["estimated", "share_within_tolerance"]
     assert f"{share:.3f}".rstrip("0") in text
     assert "still improving (under-trained)" in text
+    assert "Not measured in this run: the prior-training part" in text
     # No DIP-alone rows: the comparisons are listed as not computable, with the reason.
     assert "Not computable" in text or "No primary comparison" in text
+
+
+def test_example1_section_quotes_the_prior_training_answer_when_the_part_ran():
+    from test_prior_comparison import IMAGES, samples
+
+    from dipddpm import prior_comparison
+
+    headline = prior_comparison.headline(samples(), {"ckpt": 200, "t0": 57, "steps": 25})
+    text = example1_report.prior_training_paragraph(headline)
+    assert "Models trained for 200 steps" in text and "t0 = 57 with 25 reverse steps" in text
+    assert "prior-p0.5 vs truncated: +0.50 dB" in text and f"n = {IMAGES} images" in text

@@ -27,8 +27,10 @@ def example1_section(
     T: int = 1000,
     schedule: str = "linear",
     verdicts: pd.DataFrame | None = None,
+    prior_headline: pd.DataFrame | None = None,
 ) -> str:
-    """The Markdown of Example 1's section (see the module docstring)."""
+    """The Markdown of Example 1's section (see the module docstring). ``prior_headline``
+    is the prior-training part's headline table when that part has run."""
     primary = tables["primary_comparisons"]
     values = {
         "T": T,
@@ -43,6 +45,7 @@ def example1_section(
         "auto_t0": auto_t0_table(tables["auto_t0"]),
         "ablations": ablations_table(tables["ablations"]),
         "models": models_paragraph(verdicts),
+        "prior_training": prior_training_paragraph(prior_headline),
     }
     return templates.render("example1", values)
 
@@ -311,4 +314,26 @@ def models_paragraph(verdicts: pd.DataFrame | None) -> str:
             "converged model would give; a comparison DDPM methods lose may turn with more "
             "training, one they win is unlikely to.",
         ]
+    return "\n".join(lines)
+
+
+def prior_training_paragraph(headline: pd.DataFrame | None) -> str:
+    """The prior-trained models' answer, or where it comes from when the part has not run."""
+    lines = ["#### Training that sees the prior", ""]
+    if headline is None or headline.empty:
+        lines.append(
+            "Not measured in this run: the prior-training part (`make study "
+            "PART=prior_training`) compares prior-trained models with the truncated one."
+        )
+        return "\n".join(lines)
+    from .prior_comparison import answer
+
+    setting = headline.iloc[0]
+    lines.append(
+        f"Models trained for {int(setting['ckpt'])} steps (the prior-training part: the same "
+        f"images seen by every model), restoring the held-out images from their DIP priors "
+        f"at t0 = {int(setting['t0'])} with {int(setting['steps'])} reverse steps, against "
+        f"the truncated model of the same length: {answer(headline)} The part's tables and "
+        "convergence figure are in `prior_training/`."
+    )
     return "\n".join(lines)

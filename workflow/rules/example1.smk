@@ -42,6 +42,7 @@ rule summarise_example1:
         schedule=config["ddpm"]["schedule"],
         # Read when present (the models part commits it), never required: see the stage.
         model_verdicts=f"{MODELS_SUMMARY}/model_verdicts.csv",
+        prior_headline=f"{PRIOR_TRAINING_DIR}/headline.csv",
         out_dir=lambda wc, output: str(Path(output.pareto).parent),
     script:
         "../../scripts/summarise_example1.py"

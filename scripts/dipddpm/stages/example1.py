@@ -57,14 +57,16 @@ def summarise_example1(
     T: int = 1000,
     schedule: str = "linear",
     model_verdicts=None,
+    prior_headline=None,
 ) -> dict[str, Path]:
     """Write ``<out_dir>/<table>.csv`` for each of :data:`TABLES` and the two figures.
 
     ``observations`` (degraded-data npz files, each beside its ``params.json``) and ``priors``
     (the DIP outputs the DIP-started cells read) feed the auto-t0 evaluation; ``T`` and
     ``schedule`` are the models' diffusion. The report section ``example1.md`` quotes the
-    models part's ``model_verdicts`` CSV when that file exists (a committed summary, read
-    but not required, so a fresh checkout never retrains to rebuild it)."""
+    models part's ``model_verdicts`` CSV and the prior-training part's ``prior_headline``
+    CSV when those files exist (committed summaries, read but not required, so a fresh
+    checkout never retrains to rebuild them)."""
     frame = aggregate.collect(metrics)
     calibration = cost.merge([cost.load(path) for path in calibration_json])
     frame = aggregate.with_dip_cost(frame, calibration)
@@ -91,10 +93,11 @@ def summarise_example1(
     for name, table in tables.items():
         written[name] = out / f"{name}.csv"
         save_csv(written[name], table)
-    verdicts = (
-        pd.read_csv(model_verdicts) if model_verdicts and Path(model_verdicts).exists() else None
+    verdicts, headline = (
+        pd.read_csv(path) if path and Path(path).exists() else None
+        for path in (model_verdicts, prior_headline)
     )
-    section = example1_report.example1_section(tables, tuning, T, schedule, verdicts)
+    section = example1_report.example1_section(tables, tuning, T, schedule, verdicts, headline)
     written["section"] = out / "example1.md"
     save_text(written["section"], section)
     example1_figures.pareto_figure(tables["cost_curves"], out / "pareto")
