@@ -140,6 +140,7 @@ def _dataset_errors(config: dict) -> list[str]:
     errors = []
     for name, spec in config["data"]["datasets"].items():
         errors += _dataset_field_errors(name, spec) + _dataset_shape_errors(name, spec)
+        errors += _dataset_crop_errors(name, spec)
     return errors
 
 
@@ -159,13 +160,40 @@ def _dataset_shape_errors(name: str, spec: dict) -> list[str]:
         return []
     return [
         f"'data.datasets.{name}.multiple': {multiple} exceeds the {side}x{side} images "
-        f"(data.datasets.{name}.size, or CIFAR-10's 32); no image would be left after "
-        "cropping to a multiple of it"
+        f"(data.datasets.{name}.size or .crops.size, or CIFAR-10's 32); no image would be "
+        "left after cropping to a multiple of it"
     ]
+
+
+def _dataset_crop_errors(name: str, spec: dict) -> list[str]:
+    """Crops keep natural images at their native resolution: CIFAR-10's 32x32 images have
+    none to keep, a resize (``size``) would undo it, and a crop side off the ``multiple``
+    would be cut again to another size than the one asked for."""
+    crops, key = spec.get("crops"), f"data.datasets.{name}.crops"
+    if not crops:
+        return []
+    errors = []
+    if spec["source"] == "cifar10":
+        errors.append(f"'{key}' applies to sources skimage and folder, not cifar10")
+    if spec.get("size"):
+        errors.append(
+            f"'{key}' and 'data.datasets.{name}.size' exclude each other: size resizes whole "
+            "images, crops cut them at their native resolution; drop one"
+        )
+    multiple = spec.get("multiple", DEFAULT_MULTIPLE)
+    if crops["size"] >= multiple and crops["size"] % multiple:
+        errors.append(
+            f"'{key}.size': {crops['size']} is not a multiple of data.datasets.{name}.multiple "
+            f"= {multiple}, so each crop would be cut again to "
+            f"{crops['size'] - crops['size'] % multiple}; give a multiple of it"
+        )
+    return errors
 
 
 def _loaded_side(spec: dict) -> int | None:
     """The side of a dataset's images before cropping to ``multiple``, where known."""
+    if spec.get("crops"):
+        return spec["crops"]["size"]
     if spec.get("size"):
         return spec["size"]
     return CIFAR10_SIDE if spec["source"] == "cifar10" else None

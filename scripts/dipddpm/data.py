@@ -11,6 +11,8 @@ CIFAR-10 ``source`` values:
   else a :class:`DataUnavailable` error that says how to provide a copy.
 
 Subsets are class-balanced and seeded: the same seed gives the same images.
+Natural-image datasets (``skimage``, ``folder``) may be cut into fixed-size crops at their
+native resolution (:func:`crop_positions` gives the rule), one image per crop.
 All loaders return uint8 HWC arrays; :func:`to_chw_float` turns them into the
 (N, C, H, W) float32 [0, 1] arrays the rest of the pipeline uses.
 """
@@ -52,11 +54,14 @@ SKIMAGE_BUNDLED = (
     "coins",
     "hubble_deep_field",
     "moon",
+    "motorcycle_left",
     "page",
     "retina",
     "rocket",
     "text",
 )
+# Bundled images that are one part of what a loader returns: (loader, index of the part).
+SKIMAGE_PARTS = {"motorcycle_left": ("stereo_motorcycle", 0)}
 
 
 class DataUnavailable(RuntimeError):
@@ -277,8 +282,15 @@ def load_skimage_images(names: list[str]) -> ImageSet:
             raise ValueError(
                 f"unknown scikit-image image {name!r}; bundled ones: {', '.join(SKIMAGE_BUNDLED)}"
             )
-        images.append(_as_rgb(getattr(skdata, name)()))
+        images.append(_as_rgb(_skimage_array(skdata, name)))
     return ImageSet(images=images, names=list(names), labels=np.full(len(names), -1))
+
+
+def _skimage_array(skdata, name: str) -> np.ndarray:
+    if name in SKIMAGE_PARTS:
+        loader, part = SKIMAGE_PARTS[name]
+        return getattr(skdata, loader)()[part]
+    return getattr(skdata, name)()
 
 
 def _as_rgb(array: np.ndarray) -> np.ndarray:
@@ -288,12 +300,19 @@ def _as_rgb(array: np.ndarray) -> np.ndarray:
 
 
 def load_folder_images(
-    path: str | Path, pattern: str = "*", mask_suffix: str = "_mask", grayscale: bool = False
+    path: str | Path,
+    pattern: str = "*",
+    mask_suffix: str = "_mask",
+    grayscale: bool = False,
+    names: list[str] | None = None,
 ) -> ImageSet:
     """Every PNG/JPEG in a folder matching ``pattern``; ``<stem><mask_suffix>.*`` are masks.
 
-    A mask (white = known pixel) is attached to the image with the same stem, which is how
-    the DIP paper ships its inpainting examples.
+    ``names`` (file stems or file names) picks those images, in that order, from the ones
+    ``pattern`` matches: one glob cannot list images like ``inpainting_kate.png`` and
+    ``sr_zebra_GT.png`` without their neighbours. A mask (white = known pixel) is attached
+    to the image with the same stem, which is how the DIP paper ships its inpainting
+    examples.
     """
     root = Path(path)
     if not root.is_dir():
@@ -305,6 +324,8 @@ def load_folder_images(
     )
     if not files:
         raise DataUnavailable(f"no PNG/JPEG images match {pattern!r} in {root}")
+    if names is not None:
+        files = _named_files(files, names, root, pattern)
     images, masks = [], []
     for file in files:
         rgb = _decode(file, str(file))
@@ -317,6 +338,18 @@ def load_folder_images(
         masks=masks if all(m is not None for m in masks) else None,
         source={"kind": "folder", "path": str(root), "pattern": pattern},
     )
+
+
+def _named_files(files: list[Path], names: list[str], root: Path, pattern: str) -> list[Path]:
+    """The image files ``names`` lists (by stem or by file name), in the order listed."""
+    by_name = {**{f.stem: f for f in files}, **{f.name: f for f in files}}
+    missing = [name for name in names if name not in by_name]
+    if missing:
+        raise DataUnavailable(
+            f"images {missing} not found among the {pattern!r} images in {root}; "
+            f"found: {', '.join(f.stem for f in files)}"
+        )
+    return [by_name[name] for name in names]
 
 
 def _mask_of(image_file: Path, size: tuple[int, int], mask_suffix: str) -> np.ndarray | None:
@@ -345,6 +378,68 @@ def read_mask(path: str | Path) -> np.ndarray:
     except (UnidentifiedImageError, OSError) as err:
         raise DataUnavailable(f"cannot read mask {path}: {err}") from err
     return (gray > 0.5).astype(np.float32)[None]
+
+
+# ------------------------------------------------------------------------------ crops
+
+
+def crop_positions(
+    height: int, width: int, size: int, per_image: int, name: str = "image"
+) -> list[tuple[int, int]]:
+    """(top, left) of ``per_image`` non-overlapping ``size`` x ``size`` crops of an image.
+
+    The rule depends on the image's shape only, never on its content: the longer side (the
+    width when both are equal) is split into ``per_image`` equal strips and each crop is
+    centred in its own strip; across the shorter side every crop is centred. A strip is at
+    least ``size`` long, so neighbouring crops never share a pixel.
+    """
+    along_width = width >= height
+    long_side, short_side = (width, height) if along_width else (height, width)
+    if per_image * size > long_side or size > short_side:
+        raise ValueError(
+            f"image {name!r} is {height}x{width} (height x width), too small for "
+            f"crops of size {size} with per_image {per_image}: that needs {per_image * size} "
+            f"pixels along its longer side and {size} across its shorter one"
+        )
+    across = (short_side - size) // 2
+    # Crop k is centred in strip k: k*L/n + (L/n - size)/2, rounded down, in integers.
+    along = [
+        (2 * k * long_side + long_side - per_image * size) // (2 * per_image)
+        for k in range(per_image)
+    ]
+    return [(across, a) if along_width else (a, across) for a in along]
+
+
+def crop_name(name: str, k: int) -> str:
+    """The name of crop ``k`` (from 0) of image ``name``: ``<name>#crop<k>``."""
+    return f"{name}#crop{k}"
+
+
+def crop_images(image_set: ImageSet, size: int, per_image: int) -> ImageSet:
+    """Each image (and its mask) cut into ``per_image`` crops at :func:`crop_positions`;
+    every crop becomes an image of its own, at the source's native resolution."""
+    images, masks, names, labels, boxes = [], [], [], [], []
+    for index, image in enumerate(image_set.images):
+        name = image_set.names[index]
+        mask = None if image_set.masks is None else image_set.masks[index]
+        positions = crop_positions(image.shape[0], image.shape[1], size, per_image, name)
+        for k, (top, left) in enumerate(positions):
+            images.append(image[top : top + size, left : left + size])
+            if mask is not None:
+                masks.append(mask[:, top : top + size, left : left + size])
+            names.append(crop_name(name, k))
+            labels.append(image_set.labels[index])
+            boxes.append({"name": names[-1], "top": top, "left": left})
+    return ImageSet(
+        images=images,
+        names=names,
+        labels=np.asarray(labels),
+        masks=None if image_set.masks is None else masks,
+        source={
+            **image_set.source,
+            "crops": {"size": size, "per_image": per_image, "boxes": boxes},
+        },
+    )
 
 
 # ------------------------------------------------------------------ shaping and format
@@ -429,6 +524,7 @@ def to_chw_float(images: np.ndarray) -> np.ndarray:
 def build_dataset(spec: dict, cifar10: dict) -> ImageSet:
     """The images of one named dataset of the config, shaped for batched fitting."""
     source = spec["source"]
+    _check_crops(spec)
     if source == "cifar10":
         image_set = load_cifar10(
             spec["split"],
@@ -446,7 +542,28 @@ def build_dataset(spec: dict, cifar10: dict) -> ImageSet:
             spec.get("pattern", "*"),
             spec.get("mask_suffix", "_mask"),
             spec.get("grayscale", False),
+            spec.get("names"),
         )
     else:
         raise ValueError(f"dataset source must be cifar10, skimage or folder; got {source!r}")
+    if spec.get("crops"):
+        image_set = crop_images(
+            image_set, int(spec["crops"]["size"]), int(spec["crops"]["per_image"])
+        )
     return shape_images(image_set, int(spec.get("multiple", 32)), spec.get("size"))
+
+
+def _check_crops(spec: dict) -> None:
+    """Crops keep the native resolution of natural images, which neither a resize (``size``)
+    nor CIFAR-10's 32x32 images leave anything of."""
+    if not spec.get("crops"):
+        return
+    if spec["source"] == "cifar10":
+        raise ValueError(
+            "dataset option 'crops' applies to skimage and folder sources, not cifar10"
+        )
+    if spec.get("size"):
+        raise ValueError(
+            f"dataset options 'crops' and 'size' exclude each other (size {spec['size']} "
+            "resizes the whole image; crops keep its native resolution): drop one"
+        )
