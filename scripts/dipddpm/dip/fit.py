@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -348,6 +348,8 @@ def fit_dip(
     dtype: torch.dtype = torch.float32,
     chunk_size: int | None | str = "auto",
     conv_mode: str = "auto",
+    wmv_windows: Sequence[int] = (),
+    until: Callable[[ChunkRecorder], int] | None = None,
 ) -> FitResult:
     """Fit one DIP per observed image (K = len(seeds)) for ``iters`` Adam steps.
 
@@ -361,6 +363,19 @@ def fit_dip(
     at once); ``elapsed_s`` counts from the start of an image's chunk. On the CPU the
     result does not depend on the chunking. ``dtype`` float64 is for verification (see
     ``DIPFitter``); snapshots are float32 either way.
+
+    ES-WMV of the raw outputs is the ``wmv`` column (window ``wmv_window``); each of
+    ``wmv_windows`` adds a column ``wmv_<W>`` from the same stored outputs, so one fit
+    serves a grid of windows (``recording.WindowVariance``).
+
+    ``until`` turns ``iters`` into a cap: each chunk of images runs in segments, and after
+    each (and before the first) ``until(recorder)`` names the iteration the chunk must
+    reach next, given its ``ChunkRecorder`` (``logged`` values so far; ``iters`` is the
+    cap). The chunk ends once that is not past its iteration, or at the cap. Segment ends
+    are rounded up to the ``log_every`` grid, so a chunk's last iteration is always logged
+    and snapshotted. Segments step the same fitter and recorder as one run does, so a chunk
+    that ends at T is bit for bit a fit of T iterations (``elapsed_s`` aside); chunks may
+    end at different iterations (``FitResult``).
     """
     if iters < 1:
         raise ValueError(f"iters must be >= 1; got {iters}")
@@ -395,11 +410,14 @@ def fit_dip(
         index = slice(first, min(first + chunk, n))
         fitter = DIPFitter(kind, arch_params, out_shape, seeds[index], **fitter_args)
         clean_part = None if clean_t is None else clean_t[index]
-        recorder = ChunkRecorder(first, iters, wanted, wmv_window, log_every, clean_part)
+        recorder = ChunkRecorder(
+            first, iters, wanted, wmv_window, log_every, clean_part, wmv_windows
+        )
         observed_part, operator_part = observed_t[index], _select(operator, index)
-        records.append(_run_chunk(fitter, observed_part, operator_part, recorder, iters, bar))
+        run = (fitter, observed_part, operator_part, recorder, bar)
+        records.append(_run_chunk(*run, iters) if until is None else _run_until(*run, until))
     bar.close()
-    return merge_chunks(records, iters)
+    return merge_chunks(records, max(r.last_iteration for r in records))
 
 
 def _select(operator: Operator, index: slice) -> Operator:
@@ -414,11 +432,51 @@ def _run_chunk(
     observed: torch.Tensor,
     operator: Operator,
     recorder: ChunkRecorder,
-    iters: int,
     bar: tqdm,
+    iters: int,
 ) -> ChunkRecord:
-    for _ in range(iters):
+    _advance(fitter, observed, operator, recorder, bar, iters)
+    return recorder.finish()
+
+
+def _advance(
+    fitter: DIPFitter,
+    observed: torch.Tensor,
+    operator: Operator,
+    recorder: ChunkRecorder,
+    bar: tqdm,
+    to_iteration: int,
+) -> torch.Tensor | None:
+    """Step and record until ``fitter`` has made ``to_iteration`` steps; the last output."""
+    output = None
+    while fitter.iteration < to_iteration:
         output, loss = fitter.step(observed, operator)
         recorder.record(fitter, output, loss)
         bar.update(fitter.num_images)
+    return output
+
+
+def _run_until(
+    fitter: DIPFitter,
+    observed: torch.Tensor,
+    operator: Operator,
+    recorder: ChunkRecorder,
+    bar: tqdm,
+    until: Callable[[ChunkRecorder], int],
+) -> ChunkRecord:
+    """The chunk in segments, each to the iteration ``until`` names (``fit_dip``)."""
+    target = _segment_end(until, recorder)
+    while fitter.iteration < target:
+        output = _advance(fitter, observed, operator, recorder, bar, target)
+        target = _segment_end(until, recorder)
+    if fitter.iteration not in recorder.snapshots:
+        recorder.snapshot(fitter, output)
     return recorder.finish()
+
+
+def _segment_end(until: Callable[[ChunkRecorder], int], recorder: ChunkRecorder) -> int:
+    """``until``'s next iteration on the log grid (so a chunk always ends on a logged
+    row), at least the first logged one and at most the cap ``recorder.iters``."""
+    wanted = max(1, int(until(recorder)))
+    on_grid = -(-wanted // recorder.log_every) * recorder.log_every
+    return min(recorder.iters, on_grid)

@@ -11,6 +11,7 @@ One module per concern:
 ``registry``             the two interfaces (post-hoc rule, training variant), their
                          registries and parameter checks
 ``table``                the early-stopping table: rows scored against the clean image
+``past_peak``            the plain fit run to every image's PSNR peak + a patience, capped
 ``run``                  the experiment cell (``run_earlystop_cell``)
 
 A new post-hoc rule or training variant is one registered class in a new module here (see
@@ -29,6 +30,7 @@ from .baselines import (
     fixed_budget_stop,
     oracle_stop,
 )
+from .past_peak import PEAK_COLUMNS, PastPeak, PastPeakFit, fit_past_peak, peak_summary
 from .progressive import CURVE_COLUMNS, ProgressiveRun, fit_progressive
 from .progressive_variant import RULE_DEFAULTS, ProgressiveTargets, evaluate_progressive
 from .registry import (
@@ -67,6 +69,7 @@ _import_every_module()
 __all__ = [
     "CURVE_COLUMNS",
     "NOISE_MODES",
+    "PEAK_COLUMNS",
     "PLAIN_FIT_DEFAULTS",
     "POSTHOC_RULES",
     "RULE_COLUMNS",
@@ -77,6 +80,8 @@ __all__ = [
     "TABLE_COLUMNS",
     "TRAINING_VARIANTS",
     "EarlyStopResult",
+    "PastPeak",
+    "PastPeakFit",
     "PosthocRule",
     "Problem",
     "ProgressiveDiscrepancyRule",
@@ -91,9 +96,11 @@ __all__ = [
     "es_wmv_stop",
     "evaluate_baselines",
     "evaluate_progressive",
+    "fit_past_peak",
     "fit_progressive",
     "fixed_budget_stop",
     "oracle_stop",
+    "peak_summary",
     "progressive_targets",
     "register_rule",
     "register_variant",

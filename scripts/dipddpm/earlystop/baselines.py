@@ -4,6 +4,13 @@ Each function takes a trajectory and returns the stop iteration: ``fixed_budget_
 ``discrepancy_stop``, ``es_wmv_stop`` (Wang et al.) and ``oracle_stop`` (peak PSNR to the
 clean image; an upper bound, not a rule). The classes below register them as post-hoc
 rules with the columns each may read and the ``baseline_params`` keys each takes.
+
+Which output: every stop, the oracle's included, is scored on the EMA output (the
+trajectory's ``psnr_clean_ema`` and the EMA snapshots), and the oracle's peak is the EMA
+output's, so all rules are compared on one output. What a rule watches to decide is its
+own signal, from the raw outputs of the steps: the discrepancy principle their residual
+(``loss``), ES-WMV their windowed moving variance (``wmv``, ``wmv_<W>``; as in the paper,
+see ``dip.recording.WindowVariance``).
 """
 
 from __future__ import annotations

@@ -132,7 +132,10 @@ def rule_view(
     traj: pd.DataFrame, rule: str, params: Mapping[str, object], wmv_window: int
 ) -> pd.DataFrame:
     """The columns ``rule`` may read. ES-WMV's ``wmv`` is the ``wmv_<W>`` column for the
-    setting's window W, or ``wmv`` itself when the fit recorded it with window W."""
+    setting's window W, or ``wmv`` itself when the fit recorded it with window W. One fit
+    records every window of a grid: ``fit_dip(..., wmv_windows=ES_WMV_WINDOWS)`` (the
+    cell's ``baseline_params`` key ``wmv_windows``); ``wmv_<W>`` equals ``wmv`` bit for bit
+    where W is the fit's ``wmv_window``."""
     columns = list(RULE_COLUMNS[rule])
     if "wmv" not in columns:
         return traj[columns]

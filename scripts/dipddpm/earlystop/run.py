@@ -14,6 +14,7 @@ import torch
 from ..dip.defaults import DIP_DEFAULTS
 from ..dip.fit import FitResult, fit_dip
 from ..operators import Operator
+from .past_peak import PastPeak, is_count, peak_summary
 from .registry import TRAINING_VARIANTS, Problem, TrainingVariant, merge_params
 from .table import add_plain_gap, baseline_defaults, evaluate_baselines
 
@@ -69,9 +70,17 @@ def run_earlystop_cell(
     metrics and identical stops. ``sigma_task`` is the observation's noise std (range 1).
     ``schedule`` ... ``final_iters`` are the variant's settings. ``rule_params``: the
     variant's keys (``progressive``: ``RULE_DEFAULTS``). ``baseline_params``: the plain
-    fit's ``budgets`` (snapshots), ``wmv_window``, ``iters`` (default: the variant's total
-    iterations, or the largest budget) and ``ssim_every``, and each registered rule's keys
-    (``budgets``, ``tau``, ``patience``). Unknown keys in either are refused.
+    fit's ``budgets`` (snapshots), ``wmv_window``, ``wmv_windows`` (extra ES-WMV windows,
+    recorded as ``wmv_<W>`` trajectory columns for ``loo``), ``iters`` (default: the
+    variant's total iterations, or the largest budget), ``ssim_every``, ``run_past_peak``
+    and ``max_iters`` (below), and each registered rule's keys (``budgets``, ``tau``,
+    ``patience``). Unknown keys in either are refused.
+
+    ``run_past_peak`` (opt-in; default None, a fixed length): the plain fit runs at least
+    the default length and on until every image is ``run_past_peak`` iterations past its
+    ``psnr_clean_ema`` peak, under the hard cap ``max_iters`` (``past_peak``); ``iters``
+    must then be left unset. ``info["plain_past_peak"]`` holds each image's peak, the
+    iteration it ran to and whether the cap came first (``hit_cap``).
 
     PSNR at a post-hoc stop is exact (the trajectory's ``psnr_clean_ema``). SSIM needs the
     image, so the plain fit keeps EMA snapshots every ``ssim_every`` iterations (and at each
@@ -88,6 +97,7 @@ def run_earlystop_cell(
     )
     training = training_variant(variant, settings, rule_params)
     bp = merge_params("baseline_params", baseline_params, baseline_defaults())
+    check_plain_settings(bp)  # before any fit: a bad key must not cost the variant's fit
     device = torch.device(device)
     problem = Problem(
         clean=np.asarray(clean, dtype=np.float32),
@@ -116,6 +126,8 @@ def run_earlystop_cell(
         "plain_seconds": plain.seconds,
         "ssim_every": every,
     }
+    if bp["run_past_peak"] is not None:
+        info["plain_past_peak"] = past_peak_info(plain.trajectory, bp)
     return EarlyStopResult(
         table, fitted.curves, fitted.stops, fitted.outputs_at_stop, plain.trajectory, info
     )
@@ -143,9 +155,14 @@ def _check_batch(problem: Problem) -> None:
 
 
 def plain_fit(problem: Problem, params: dict, default_iters: int) -> tuple[FitResult, int, int]:
-    """The plain DIP fit the post-hoc rules read, its length and its SSIM snapshot spacing."""
+    """The plain DIP fit the post-hoc rules read, its length (the longest image's) and its
+    SSIM snapshot spacing. With ``run_past_peak`` the fit runs from the fixed length on
+    past every image's peak, under ``max_iters`` (``run_earlystop_cell``)."""
     budgets = [int(b) for b in params["budgets"]]
-    iters = int(params["iters"] or max([default_iters, *budgets]))
+    min_iters = max([default_iters, *budgets])
+    past_peak = _past_peak_until(params, min_iters)
+    # Past the peak the length is known only at the end: snapshots are spaced for the cap.
+    iters = int(params["iters"] or min_iters) if past_peak is None else int(params["max_iters"])
     every = params["ssim_every"] or _snapshot_spacing(problem.clean, iters)
     wanted = sorted({*range(every, iters + 1, every), *[b for b in budgets if b <= iters]})
     plain = fit_dip(
@@ -160,9 +177,86 @@ def plain_fit(problem: Problem, params: dict, default_iters: int) -> tuple[FitRe
         device=problem.device,
         progress=problem.progress,
         wmv_window=int(params["wmv_window"]),
+        wmv_windows=_wmv_windows(params),
+        until=past_peak,
         **problem.fitter_args,
     )
-    return plain, iters, every
+    return plain, plain.iterations, every
+
+
+def past_peak_info(trajectory: pd.DataFrame, params: dict) -> dict:
+    """JSON-ready: the run-past-peak settings and, per image, ``peak_summary``'s row."""
+    patience = int(params["run_past_peak"])
+    peaks = peak_summary(trajectory, patience)
+    images = [
+        {
+            "image": int(row.image),
+            "peak_iter": int(row.peak_iter),
+            "peak_psnr": float(row.peak_psnr),
+            "ran_to": int(row.ran_to),
+            "hit_cap": bool(row.hit_cap),
+            "peak_known": bool(row.peak_known),
+        }
+        for row in peaks.itertuples()
+    ]
+    return {"patience": patience, "max_iters": int(params["max_iters"]), "images": images}
+
+
+def check_plain_settings(params: dict) -> None:
+    """The plain fit's ``wmv_windows``, ``run_past_peak``, ``max_iters`` and ``iters``,
+    checked together; each error names its key."""
+    _wmv_windows(params)
+    patience, cap = params["run_past_peak"], params["max_iters"]
+    if patience is None:
+        if cap is not None:
+            raise ValueError(
+                f"baseline_params 'max_iters' ({cap!r}) caps a run past the peak; it needs "
+                "'run_past_peak' (iterations past the PSNR peak), which is None"
+            )
+        return
+    if not is_count(patience, 0):
+        raise ValueError(
+            f"baseline_params 'run_past_peak' must be an integer >= 0 (iterations past the "
+            f"PSNR peak) or None; got {patience!r}"
+        )
+    if not is_count(cap, 1):
+        raise ValueError(
+            f"baseline_params 'max_iters' must be an integer >= 1 (the hard cap) when "
+            f"'run_past_peak' is set; got {cap!r}"
+        )
+    if params["iters"] is not None:
+        raise ValueError(
+            f"baseline_params 'iters' ({params['iters']!r}) fixes the plain fit's length; "
+            "with 'run_past_peak' the peak decides it under 'max_iters': set one of them"
+        )
+
+
+def _past_peak_until(params: dict, min_iters: int) -> PastPeak | None:
+    """``fit_dip``'s ``until`` for ``run_past_peak`` (None: a fixed length), which runs at
+    least ``min_iters``, the fixed length."""
+    check_plain_settings(params)
+    patience, cap = params["run_past_peak"], params["max_iters"]
+    if patience is None:
+        return None
+    if cap < min_iters:
+        raise ValueError(
+            f"baseline_params 'max_iters' ({cap}) is below the plain fit's least length "
+            f"{min_iters} (the training variant's iterations and the largest budget)"
+        )
+    return PastPeak(patience=int(patience), min_iters=min_iters)
+
+
+def _wmv_windows(params: dict) -> tuple[int, ...]:
+    windows = params["wmv_windows"]
+    if isinstance(windows, str | bytes) or not isinstance(windows, Sequence):
+        raise ValueError(
+            f"baseline_params 'wmv_windows' must be a list of windows; got {windows!r}"
+        )
+    if not all(is_count(w, 1) for w in windows):
+        raise ValueError(
+            f"baseline_params 'wmv_windows' must hold integers >= 1; got {list(windows)!r}"
+        )
+    return tuple(int(w) for w in windows)
 
 
 def _snapshot_spacing(clean: np.ndarray, iters: int) -> int:

@@ -30,8 +30,11 @@ TABLE_COLUMNS = [
 PLAIN_FIT_DEFAULTS = {
     "budgets": (),  # snapshots at each budget keep the fixed rows' SSIM exact
     "wmv_window": 100,
+    "wmv_windows": (),  # extra ES-WMV windows, recorded as wmv_<W> columns (loo's grid)
     "iters": None,
     "ssim_every": None,
+    "run_past_peak": None,  # iterations past the PSNR peak (past_peak); None: fixed length
+    "max_iters": None,  # the hard cap of a run past the peak
 }
 
 
