@@ -49,3 +49,8 @@ rule classifier:
 rule prior_training:
     input:
         prior_training_targets(),
+
+
+rule earlystop_loo:
+    input:
+        earlystop_loo_targets(),

@@ -492,3 +492,131 @@ def test_a_prior_mode_has_one_setting_in_both_mode_lists(config, schema):
     config = _with_prior_mode(config, prior={"share": 0.25})
     config = _with_prior_training(config)
     assert "is also in ddpm.modes with other settings" in _error(config, schema)
+
+
+# ------------------------------------------------------- early stopping on several sets
+
+
+CROPS64 = {
+    "source": "skimage",
+    "names": ["astronaut", "coffee"],
+    "crops": {"size": 64, "per_image": 2},
+}
+
+
+def _earlystop_on_crops(config: dict, **keys) -> dict:
+    config["data"]["datasets"]["crops64"] = copy.deepcopy(CROPS64)
+    del config["earlystop"]["dataset"]
+    config["earlystop"].update(datasets=["cifar10-test", "crops64"], **keys)
+    return config
+
+
+def test_the_tiny_loo_config_passes_every_check(root, schema):
+    tiny_loo = yaml.safe_load((root / "tests" / "config" / "tiny-earlystop-loo.yaml").read_text())
+    validate_config(tiny_loo, schema)
+
+
+def test_earlystop_datasets_and_the_plain_fit_keys_are_accepted(root, config, schema):
+    config = _earlystop_on_crops(
+        config, run_past_peak=1000, max_iters=6000, wmv_windows=[50, 100, 200], loo=True
+    )
+    validate_config(copy.deepcopy(config), schema)
+    validate(config, str(root / SCHEMA))
+    assert {c["dataset"] for c in grid.earlystop_cells(config)} == {"cifar10-test", "crops64"}
+    assert config["earlystop"]["loo_patiences"] == [200, 500, 1000]
+
+
+def test_absent_plain_fit_keys_default_to_todays_fixed_length_fit(root, config):
+    validate(config, str(root / SCHEMA))
+    es = config["earlystop"]
+    assert es["run_past_peak"] is None and es["max_iters"] is None and es["wmv_windows"] == []
+    assert es["loo"] is False and "out" not in es
+
+
+def test_dataset_and_datasets_exclude_each_other(config, schema):
+    config["earlystop"]["datasets"] = ["cifar10-test"]
+    problems = _problems(_error(config, schema))
+    assert len(problems) == 1
+    assert "'earlystop.dataset' and 'earlystop.datasets' exclude each other" in problems[0]
+
+
+def test_earlystop_datasets_must_exist(config, schema):
+    config = _earlystop_on_crops(config)
+    config["earlystop"]["datasets"][1] = "crop64"
+    message = _error(config, schema)
+    assert "'earlystop.datasets' names dataset 'crop64'" in message
+    assert "did you mean 'crops64'" in message
+
+
+def test_each_earlystop_dataset_is_checked_against_the_architectures(config, schema):
+    config = _earlystop_on_crops(config)
+    config["data"]["datasets"]["crops64"]["crops"]["size"] = 16
+    config["data"]["datasets"]["crops64"]["multiple"] = 16
+    config["dip"]["archs"]["deep"] = {"kind": "skip", "depth": 5}
+    config["earlystop"]["grid"][0]["archs"] = ["deep"]
+    message = _error(config, schema)
+    assert "'dip.archs.deep.depth'" in message and "'crops64'" in message
+    assert "earlystop.grid[0]" in message
+
+
+def test_earlystop_on_several_datasets_needs_denoising_tasks(config, schema):
+    config = _earlystop_on_crops(config)
+    config["earlystop"]["grid"][0]["tasks"] = ["inpaint-d50"]
+    message = _error(config, schema)
+    assert "'earlystop.grid[0].tasks': ['inpaint-d50'] are not denoising tasks" in message
+
+
+def test_earlystop_grid_without_any_dataset_names_both_keys(config, schema):
+    del config["earlystop"]["dataset"]
+    message = _error(config, schema)
+    assert "'earlystop.datasets'" in message
+
+
+@pytest.mark.parametrize(
+    "keys, message",
+    [
+        ({"max_iters": 5000}, "'earlystop.max_iters' (5000) caps a run past the PSNR peak"),
+        ({"run_past_peak": 100}, "'earlystop.run_past_peak' (100) needs 'earlystop.max_iters'"),
+        # config.yaml: 5 stages x 40 iterations and a final 400: 560 at most; budgets 400.
+        (
+            {"run_past_peak": 100, "max_iters": 500},
+            "'earlystop.max_iters' (500) is below the plain fit's least length 560",
+        ),
+    ],
+)
+def test_a_cap_belongs_to_a_run_past_the_peak_and_leaves_room_for_it(config, schema, keys, message):
+    config["earlystop"].update(keys)
+    problems = _problems(_error(config, schema))
+    assert len(problems) == 1 and problems[0].startswith(message)
+
+
+def test_a_cap_at_the_longest_fit_is_accepted(config, schema):
+    config["earlystop"].update(run_past_peak=0, max_iters=560)
+    validate_config(config, schema)
+
+
+@pytest.mark.parametrize(
+    "key, edit",
+    [
+        ("earlystop.wmv_windows", lambda es: es.update(wmv_windows=[50, 100, 50])),
+        ("earlystop.loo_taus", lambda es: es.update(loo_taus=[1, 1.0])),
+        ("earlystop.loo_patiences", lambda es: es.update(loo_patiences=[200, 200])),
+        (
+            "earlystop.datasets",
+            lambda es: es.update(datasets=[es.pop("dataset"), "cifar10-test"]),
+        ),
+    ],
+)
+def test_earlystop_lists_name_each_value_once(config, schema, key, edit):
+    edit(config["earlystop"])
+    problems = _problems(_error(config, schema))
+    assert len(problems) == 1 and problems[0].startswith(f"'{key}' lists ")
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [{"wmv_windows": [1]}, {"run_past_peak": -1, "max_iters": 600}, {"loo": "yes"}],
+)
+def test_the_schema_refuses_bad_plain_fit_and_loo_values(config, schema, keys):
+    config["earlystop"].update(keys)
+    assert "'earlystop." in _error(config, schema)

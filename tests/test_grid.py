@@ -241,3 +241,19 @@ def test_the_prior_training_part_is_its_own_models_and_cells(study):
     # The training priors: one DIP cell of training images, never a restoration prior.
     training = [c for c in grid.dip_cells(study) if c["purpose"] == "training"]
     assert [c["dataset"] for c in training] == ["cifar10-train512"]
+
+
+def test_earlystop_datasets_expand_every_block_on_each_dataset(default):
+    """``earlystop.datasets`` runs the grid on each dataset; ``dataset`` is the list of one."""
+    one = grid.earlystop_cells(default)
+    several = copy.deepcopy(default)
+    del several["earlystop"]["dataset"]
+    several["earlystop"]["datasets"] = ["cifar10-test", "astronaut"]
+    cells = grid.earlystop_cells(several)
+    assert len(cells) == 2 * len(one)
+    assert [c for c in cells if c["dataset"] == "cifar10-test"] == one
+    on_astronaut = [c for c in cells if c["dataset"] == "astronaut"]
+    assert [{**c, "dataset": "cifar10-test"} for c in on_astronaut] == one
+    observations = grid.observation_cells(several)
+    assert {"dataset": "astronaut", "task": "denoise-s25", "obs_seed": "0"} in observations
+    assert len({grid.EARLYSTOP.path(c) for c in cells}) == len(cells)

@@ -10,6 +10,7 @@ Each check takes the whole config and returns messages that name the key and the
 from __future__ import annotations
 
 import difflib
+import itertools
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator
 
@@ -236,8 +237,8 @@ def arch_pairs(config: dict) -> Pairs:
                 _pair(pairs, dataset, arch, f"dip.grid[{i}]")
     es = config.get("earlystop") or {}
     for i, block in enumerate(es.get("grid", [])):
-        for arch in block["archs"]:
-            _pair(pairs, es.get("dataset"), arch, f"earlystop.grid[{i}]")
+        for dataset, arch in itertools.product(_earlystop_datasets(es), block["archs"]):
+            _pair(pairs, dataset, arch, f"earlystop.grid[{i}]")
     ddpm, archs = config["ddpm"], _prior_archs(config)
     for arch in archs:
         _pair(pairs, ddpm["sample"]["dataset"], arch, "ddpm.sample.prior_arch")
@@ -255,8 +256,8 @@ def task_pairs(config: dict) -> Pairs:
                 _pair(pairs, dataset, task, f"dip.grid[{i}]")
     es = config.get("earlystop") or {}
     for i, block in enumerate(es.get("grid", [])):
-        for task in block["tasks"]:
-            _pair(pairs, es.get("dataset"), task, f"earlystop.grid[{i}]")
+        for dataset, task in itertools.product(_earlystop_datasets(es), block["tasks"]):
+            _pair(pairs, dataset, task, f"earlystop.grid[{i}]")
     for key in ("sample", "generation"):
         part = config["ddpm"].get(key)
         if part:
@@ -393,15 +394,23 @@ def _prior_iters_errors(sample: dict, dip: dict) -> list[str]:
     ]
 
 
+def _earlystop_datasets(es: dict) -> list[str]:
+    """Every dataset the early-stopping grid runs on: ``dataset`` and ``datasets`` (both
+    at once are an error of their own, and both are checked)."""
+    named = [es["dataset"]] if "dataset" in es else []
+    return named + list(es.get("datasets") or [])
+
+
 def _earlystop_errors(config: dict) -> list[str]:
     es = config.get("earlystop")
     if not es:
         return []
     datasets, tasks, archs = config["data"]["datasets"], config["tasks"], config["dip"]["archs"]
-    errors = []
-    # Without a dataset the schema has already said that a grid needs one.
+    errors = _earlystop_dataset_key_errors(es)
     if "dataset" in es:
         errors += _missing("dataset", "earlystop.dataset", [es["dataset"]], datasets)
+    errors += _missing("dataset", "earlystop.datasets", es.get("datasets") or [], datasets)
+    errors += _earlystop_plain_fit_errors(es)
     for i, cell in enumerate(es.get("grid", [])):
         errors += _missing("task", f"earlystop.grid[{i}].tasks", cell["tasks"], tasks)
         errors += _missing("architecture", f"earlystop.grid[{i}].archs", cell["archs"], archs)
@@ -412,6 +421,52 @@ def _earlystop_errors(config: dict) -> list[str]:
                 "the stopping rules need a known noise level"
             )
     return errors
+
+
+def _earlystop_dataset_key_errors(es: dict) -> list[str]:
+    if "dataset" in es and "datasets" in es:
+        return [
+            "'earlystop.dataset' and 'earlystop.datasets' exclude each other: give one "
+            "dataset as 'dataset' or several as 'datasets', not both"
+        ]
+    if es.get("grid") and "dataset" not in es and "datasets" not in es:
+        return [
+            "'earlystop.dataset' is required when 'earlystop.grid' is set (or several as "
+            "'earlystop.datasets')"
+        ]
+    return []
+
+
+def _earlystop_plain_fit_errors(es: dict) -> list[str]:
+    """A cap belongs to a run past the peak, and must leave room for the fixed length it
+    runs at least: the longest progressive fit and the largest budget (what the cell
+    would refuse only after fitting the progressive variant)."""
+    patience, cap = es.get("run_past_peak"), es.get("max_iters")
+    if cap is None:
+        if patience is None:
+            return []
+        return [
+            f"'earlystop.run_past_peak' ({patience}) needs 'earlystop.max_iters', the hard "
+            "cap of the run past the PSNR peak"
+        ]
+    if patience is None:
+        return [
+            f"'earlystop.max_iters' ({cap}) caps a run past the PSNR peak; it needs "
+            "'earlystop.run_past_peak' (iterations to run past the peak)"
+        ]
+    least = max([*es.get("budgets", [500, 1000, 2000]), _longest_progressive_fit(es)])
+    if cap < least:
+        return [
+            f"'earlystop.max_iters' ({cap}) is below the plain fit's least length {least} "
+            "(the longest progressive fit, (stages - 1) x iters_per_stage + final_iters, "
+            "and the largest budget)"
+        ]
+    return []
+
+
+def _longest_progressive_fit(es: dict) -> int:
+    stages = max((k for block in es.get("grid", []) for k in block["stages"]), default=1)
+    return (stages - 1) * es.get("iters_per_stage", 100) + es.get("final_iters", 3000)
 
 
 # ------------------------------------------------------------------------ duplicates
@@ -434,7 +489,8 @@ def _grid_value_lists(config: dict) -> Iterator[tuple[str, object]]:
         yield f"ddpm.sample.{field}", sample.get(field)
     yield "ddpm.generation.t0", _section(ddpm, "generation").get("t0")
     es = _section(config, "earlystop")
-    yield "earlystop.budgets", es.get("budgets")
+    for field in ("datasets", "budgets", "wmv_windows", "loo_taus", "loo_patiences"):
+        yield f"earlystop.{field}", es.get(field)
     for i, block in enumerate(_list(es.get("grid"))):
         for field in ("tasks", "archs", "schedules", "stages", "sigma_max"):
             yield f"earlystop.grid[{i}].{field}", _section(block, field, list)

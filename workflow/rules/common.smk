@@ -149,10 +149,24 @@ def earlystop_settings(wildcards):
     return {
         "arch": dip["archs"][wildcards.arch],
         "es": {key: es[key] for key in keys}
-        | {"wmv_patience": es["wmv_patience"], "noise": es["noise"]},
+        | {"wmv_patience": es["wmv_patience"], "noise": es["noise"]}
+        | earlystop_plain_fit_settings(es),
         "dip": {
             key: dip[key] for key in ("lr", "reg_noise_std", "exp_weight", "backtrack")
         },
+    }
+
+
+EARLYSTOP_PLAIN_FIT_KEYS = ("run_past_peak", "max_iters", "wmv_windows")
+
+
+def earlystop_plain_fit_settings(es):
+    """The plain fit's optional keys, only where set: a config without them gives its
+    cells the same params as before the keys existed, so they are not rerun."""
+    return {
+        key: es[key]
+        for key in EARLYSTOP_PLAIN_FIT_KEYS
+        if es.get(key) not in (None, [])
     }
 
 
@@ -403,6 +417,48 @@ def earlystop_targets(name="earlystop.csv"):
     return files(grid.EARLYSTOP, grid.earlystop_cells(config), name)
 
 
+# The leave-one-image-out tables of the post-hoc rules (workflow/rules/earlystop.smk).
+EARLYSTOP_LOO_DIR = (config.get("earlystop") or {}).get(
+    "out", f"{grid.RESULTS}/{grid.EARLYSTOP.root}"
+)
+
+
+def earlystop_loo_table(name):
+    return f"{EARLYSTOP_LOO_DIR}/loo_{name}.csv"
+
+
+def earlystop_loo_targets():
+    """The summary's tables, only when earlystop.loo or earlystop.out asks for them: no
+    run gains the job unasked."""
+    es = config.get("earlystop") or {}
+    if not (es.get("loo") or es.get("out")) or not grid.earlystop_cells(config):
+        return []
+    return [earlystop_loo_table(name) for name in EARLYSTOP_LOO_TABLES]
+
+
+def earlystop_loo_settings():
+    """The keys the candidate settings of the post-hoc rules come from."""
+    es = config["earlystop"]
+    keys = (
+        "budgets",
+        "wmv_window",
+        "wmv_patience",
+        "wmv_windows",
+        "loo_taus",
+        "loo_patiences",
+    )
+    return {key: es[key] for key in keys}
+
+
+def earlystop_observation_params():
+    """The observations of every early-stopping cell (their image names and sigma)."""
+    paths = [
+        grid.OBSERVATION.path(grid.observation_of(cell), "params.json")
+        for cell in grid.earlystop_cells(config)
+    ]
+    return list(dict.fromkeys(paths))
+
+
 def qualitative_panels():
     """{title: (npz, key)} of the fixed qualitative comparison: the first seeds' cells."""
     panels = grid.qualitative_cells(config)
@@ -431,6 +487,7 @@ def all_targets():
         + training_targets()
         + sample_targets()
         + earlystop_targets()
+        + earlystop_loo_targets()
         + report_targets()
     )
 

@@ -29,3 +29,38 @@ rule earlystop:
         device=config["device"],
     script:
         "../../scripts/earlystop.py"
+
+
+# Example 2 made fair: the post-hoc rules tuned leave-one-image-out on every cell's plain
+# trajectory (only with earlystop.loo or earlystop.out; target earlystop_loo).
+EARLYSTOP_LOO_TABLES = (
+    "cases",
+    "summary",
+    "summary_by_task",
+    "comparisons",
+    "choices",
+    "plain_peaks",
+)
+
+
+rule summarise_earlystop_loo:
+    input:
+        trajectories=lambda wc: earlystop_targets("trajectory.csv"),
+        tables=lambda wc: earlystop_targets(),
+        params=lambda wc: earlystop_targets("params.json"),
+        observations=lambda wc: earlystop_observation_params(),
+    output:
+        cases=earlystop_loo_table("cases"),
+        summary=earlystop_loo_table("summary"),
+        summary_by_task=earlystop_loo_table("summary_by_task"),
+        comparisons=earlystop_loo_table("comparisons"),
+        choices=earlystop_loo_table("choices"),
+        plain_peaks=earlystop_loo_table("plain_peaks"),
+    log:
+        f"{grid.LOGS}/summarise_earlystop_loo.log",
+    conda:
+        "../../environment.yml"
+    params:
+        settings=lambda wc: earlystop_loo_settings(),
+    script:
+        "../../scripts/summarise_earlystop_loo.py"

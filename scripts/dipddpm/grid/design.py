@@ -475,12 +475,15 @@ def generate_cells(config: Mapping) -> list[dict[str, str]]:
 
 
 def earlystop_cells(config: Mapping) -> list[dict[str, str]]:
+    """Example 2's cells: every grid block on each early-stopping dataset (``dataset``, or
+    each of ``datasets``: natural-image crops from several sources)."""
     es = config.get("earlystop")
     if not es or not es.get("grid"):
         return []
     cells = []
     for block in es["grid"]:
-        for task, arch, schedule, stages, smax, obs, seed in itertools.product(
+        for dataset, task, arch, schedule, stages, smax, obs, seed in itertools.product(
+            _earlystop_datasets(es),
             block["tasks"],
             block["archs"],
             block["schedules"],
@@ -492,7 +495,7 @@ def earlystop_cells(config: Mapping) -> list[dict[str, str]]:
             cells.append(
                 _cell(
                     EARLYSTOP,
-                    dataset=es["dataset"],
+                    dataset=dataset,
                     task=task,
                     obs_seed=obs,
                     arch=arch,
@@ -503,6 +506,11 @@ def earlystop_cells(config: Mapping) -> list[dict[str, str]]:
                 )
             )
     return _unique(cells)
+
+
+def _earlystop_datasets(es: Mapping) -> list[str]:
+    # The config checks refuse both keys at once; ``dataset`` is the older spelling.
+    return [es["dataset"]] if "dataset" in es else list(es["datasets"])
 
 
 def cells(config: Mapping) -> dict[str, list[dict[str, str]]]:

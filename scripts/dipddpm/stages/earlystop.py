@@ -52,18 +52,14 @@ def run_cell(
         noise=es["noise"],
         iters_per_stage=int(es["iters_per_stage"]),
         final_iters=int(es["final_iters"]),
-        baseline_params={
-            "budgets": list(es["budgets"]),
-            "tau": float(es["tau"]),
-            "wmv_window": int(es["wmv_window"]),
-            "patience": int(es["wmv_patience"]),
-        },
+        baseline_params=baseline_params(es),
         lr=float(dip["lr"]),
         reg_noise_std=float(dip["reg_noise_std"]),
         exp_weight=float(dip["exp_weight"]),
         backtrack=bool(dip["backtrack"]),
         device=dev,
     )
+    name_peaks(result.info, data["names"])
     table = result.table.copy()
     table["stage"], table["device"] = "earlystop", dev.type
     identity = {**cell, "purpose": "restoration"}
@@ -75,3 +71,31 @@ def run_cell(
         {**cell, "arch_params": arch, "earlystop": es, "info": result.info, **describe_device(dev)},
     )
     save_csv(out_table, grid.stamp(table, identity, "earlystop"))
+
+
+def baseline_params(es: dict) -> dict:
+    """The plain fit's and the post-hoc rules' keys. ``run_past_peak``, ``max_iters`` and
+    ``wmv_windows`` are passed only when the settings hold them, so a cell without them
+    runs exactly as before they existed."""
+    params = {
+        "budgets": list(es["budgets"]),
+        "tau": float(es["tau"]),
+        "wmv_window": int(es["wmv_window"]),
+        "patience": int(es["wmv_patience"]),
+    }
+    if es.get("run_past_peak") is not None:
+        params["run_past_peak"] = int(es["run_past_peak"])
+        params["max_iters"] = es.get("max_iters")
+    if es.get("wmv_windows"):
+        params["wmv_windows"] = [int(w) for w in es["wmv_windows"]]
+    return params
+
+
+def name_peaks(info: dict, names) -> None:
+    """Give each image's row of the run past its peak (``info["plain_past_peak"]``) the
+    image's name, so the params record reads without the observation beside it."""
+    peaks = info.get("plain_past_peak")
+    if peaks is None:
+        return
+    for row in peaks["images"]:
+        row["name"] = str(names[row["image"]])
