@@ -319,21 +319,22 @@ def models_paragraph(verdicts: pd.DataFrame | None) -> str:
 
 def prior_training_paragraph(headline: pd.DataFrame | None) -> str:
     """The prior-trained models' answer, or where it comes from when the part has not run."""
-    lines = ["#### Training that sees the prior", ""]
+    lines = ["**Training that sees the prior.**"]
     if headline is None or headline.empty:
         lines.append(
             "Not measured in this run: the prior-training part (`make study "
             "PART=prior_training`) compares prior-trained models with the truncated one."
         )
-        return "\n".join(lines)
+        return " ".join(lines)
     from .prior_comparison import answer
 
     setting = headline.iloc[0]
     lines.append(
         f"Models trained for {int(setting['ckpt'])} steps (the prior-training part: the same "
         f"images seen by every model), restoring the held-out images from their DIP priors "
-        f"at t0 = {int(setting['t0'])} with {int(setting['steps'])} reverse steps, against "
-        f"the truncated model of the same length: {answer(headline)} The part's tables and "
-        "convergence figure are in `prior_training/`."
+        f"at t0 = {int(setting['t0'])} with {int(setting['steps'])} reverse steps (every study "
+        "image: that part chooses no setting from them), against the truncated model of the "
+        f"same length: {answer(headline)} The part's tables and convergence figure are in "
+        "[`prior_training.md`](../prior_training/prior_training.md)."
     )
-    return "\n".join(lines)
+    return " ".join(lines)
