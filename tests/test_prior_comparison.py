@@ -11,6 +11,13 @@ import pytest
 from dipddpm import prior_comparison as pc
 from dipddpm.stages.prior_comparison import section
 
+
+@pytest.fixture(autouse=True)
+def fewer_bootstrap_draws(monkeypatch):
+    """The verdicts here are far from the CI edges; 1,000 draws keep the tests quick."""
+    monkeypatch.setattr(pc, "N_BOOT", 1000)
+
+
 MODES = {"truncated": ("150", 0.0), "full": ("1000", 0.0), "prior-p0.5": ("150", 0.5)}
 IMAGES = 12
 

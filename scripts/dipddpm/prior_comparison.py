@@ -31,6 +31,8 @@ REFERENCE = "truncated"
 # The reverse-step count within this of a model's target counts as reaching it: the
 # resolution at which a ladder of 1..50 steps tells settings apart on 32 images.
 STEP_TOLERANCE_DB = 0.1
+# Bootstrap draws per CI (the statistics module's default; tests lower it for speed).
+N_BOOT = 10000
 
 
 def _numeric(frame: pd.DataFrame, *columns: str) -> pd.DataFrame:
@@ -71,7 +73,7 @@ def _paired(frame: pd.DataFrame, a: Mapping[str, object], b: Mapping[str, object
     out = {}
     for value in ("psnr", "ssim"):
         diff = stats.paired_differences(frame, value, a, b)
-        comparison = stats.paired_comparison(diff)
+        comparison = stats.paired_comparison(diff, n_boot=N_BOOT)
         out |= {
             f"{value}_diff": comparison.mean_diff,
             f"{value}_ci_low": comparison.ci_low,
@@ -221,7 +223,7 @@ def headline(samples: pd.DataFrame, setting: Mapping[str, object]) -> pd.DataFra
             {"mode": mode, "t_max": t_max, **setting},
             reference,
         )
-    table = stats.comparison_table(frame, comparisons, values=("psnr", "ssim"))
+    table = stats.comparison_table(frame, comparisons, values=("psnr", "ssim"), n_boot=N_BOOT)
     for key, value in setting.items():
         table[key] = value
     return table
