@@ -46,6 +46,11 @@ rule classifier:
         classifier_targets(),
 
 
+rule generation:
+    input:
+        generation_targets(),
+
+
 rule prior_training:
     input:
         prior_training_targets(),

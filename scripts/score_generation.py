@@ -15,5 +15,6 @@ with log_to(snakemake.log[0]):
         source_npz=snakemake.input.get("source") or None,
         train_npz=snakemake.input.get("train") or None,
         heldout_npz=snakemake.input.get("heldout") or None,
+        shared_starts=snakemake.params.shared_starts,
         threads=snakemake.threads,
     )

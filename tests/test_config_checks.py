@@ -620,3 +620,68 @@ def test_earlystop_lists_name_each_value_once(config, schema, key, edit):
 def test_the_schema_refuses_bad_plain_fit_and_loo_values(config, schema, keys):
     config["earlystop"].update(keys)
     assert "'earlystop." in _error(config, schema)
+
+
+def test_the_reference_is_held_out_from_the_ddpm_training_split(config, schema):
+    """It scores the generated images and is the memorisation test's held-out baseline."""
+    config["data"]["datasets"]["cifar10-ref"]["split"] = "train"
+    # The generation sources (training images) are then in the reference's split too.
+    problem, sources = _problems(_error(config, schema))
+    assert sources.startswith("'ddpm.generation.dataset' 'cifar10-gen' and 'metrics.reference'")
+    assert problem.startswith(
+        "'ddpm.dataset' 'cifar10-train' and 'metrics.reference' 'cifar10-ref' can share images "
+        "(both drawn from the CIFAR-10 train split)"
+    )
+    assert "held-out baseline of the memorisation test" in problem
+    assert problem.endswith("give one of them a dataset of the other split")
+
+
+def test_a_config_that_generates_nothing_may_score_against_training_images(config, schema):
+    config["data"]["datasets"]["cifar10-ref"]["split"] = "train"
+    del config["ddpm"]["generation"]
+    config["ddpm"]["sample"]["generate"] = 0
+    validate_config(config, schema)
+
+
+def test_generation_sources_are_kept_out_of_the_reference(config, schema):
+    """Sources within the DDPM's training split are the intended nesting; sources drawn
+    from the reference's split would flatter KID and FID."""
+    config["data"]["datasets"]["cifar10-gen"]["split"] = "test"
+    (problem,) = _problems(_error(config, schema))
+    assert problem.startswith(
+        "'ddpm.generation.dataset' 'cifar10-gen' and 'metrics.reference' 'cifar10-ref' can "
+        "share images (both drawn from the CIFAR-10 test split)"
+    )
+    assert "intended nesting" in problem
+
+
+def test_one_non_cifar_set_cannot_be_both_training_set_and_reference(tiny, schema):
+    tiny["data"]["datasets"]["photos"] = {"source": "skimage", "names": ["astronaut"]}
+    tiny["ddpm"]["dataset"] = tiny["metrics"]["reference"] = "photos"
+    (problem,) = _problems(_error(tiny, schema))
+    assert "can share images (the same image set)" in problem
+    assert problem.endswith("give one of them a dataset of other images")
+
+
+def test_the_classifier_is_tested_and_scores_on_images_it_never_trained_on(config, schema):
+    """Training on the split that holds the DDPM's training images and the generation
+    sources is the intended nesting; its test set and the reference are held out."""
+    datasets = config["data"]["datasets"]
+    datasets["cifar10-test2k"] = {"source": "cifar10", "split": "test", "n": 2000}
+    config["metrics"]["classifier"] = {"train": "cifar10-train", "test": "cifar10-test2k"}
+    validate_config(copy.deepcopy(config), schema)
+    datasets["cifar10-test2k"]["split"] = "train"
+    (problem,) = _problems(_error(config, schema))
+    assert problem.startswith(
+        "'metrics.classifier.test' 'cifar10-test2k' and 'metrics.classifier.train' "
+        "'cifar10-train' can share images"
+    )
+    assert "accuracy floor is measured on images it never trained on" in problem
+    datasets["cifar10-test2k"]["split"] = "test"
+    config["metrics"]["classifier"]["train"] = "cifar10-ref"
+    problems = _problems(_error(config, schema))
+    assert any(
+        p.startswith("'metrics.reference' 'cifar10-ref' and 'metrics.classifier.train'")
+        and "images the classifier was fitted to" in p
+        for p in problems
+    )

@@ -257,3 +257,55 @@ def test_earlystop_datasets_expand_every_block_on_each_dataset(default):
     observations = grid.observation_cells(several)
     assert {"dataset": "astronaut", "task": "denoise-s25", "obs_seed": "0"} in observations
     assert len({grid.EARLYSTOP.path(c) for c in cells}) == len(cells)
+
+
+def test_a_generation_setting_pools_its_sample_seeds_in_one_folder(default):
+    config = copy.deepcopy(default)
+    config["ddpm"]["sample"]["seeds"] = [0, 1, 2]
+    for kind, count in ((grid.SAMPLE, 3), (grid.GENERATE, 2)):
+        settings = grid.generation_settings(config, kind)
+        assert len(settings) == count  # the default's, now three seeds each
+        for setting in settings:
+            cells = grid.setting_cells(config, kind, setting)
+            assert [c["sample_seed"] for c in cells] == ["0", "1", "2"]
+            assert {grid.setting_path(kind, c) for c in cells} == {grid.setting_path(kind, setting)}
+            path = grid.setting_path(kind, setting, grid.GENERATION_SCORES)
+            assert path.endswith(f"/{grid.GENERATION_SCORES}")
+            assert grid.parse(path) == setting | {"sample_seed": grid.POOLED_SEEDS}
+            assert grid.kind_of(path) is kind
+            # No seed is spelled `all`: a setting's folder is never a cell's.
+            assert path not in {
+                kind.path(c, grid.GENERATION_SCORES) for c in grid.cells(config)[kind.name]
+            }
+            pattern = re.escape(grid.setting_file(kind, grid.GENERATION_SCORES))
+            regex = (
+                pattern.replace(r"\{", "{")
+                .replace(r"\}", "}")
+                .format(**{a: f"(?P<{a}>{grid.wildcard_constraints()[a]})" for a in kind.axes})
+            )
+            match = re.fullmatch(regex, path)
+            assert match and match.groupdict() == setting
+    assert not re.fullmatch(grid.wildcard_constraints()["sample_seed"], grid.POOLED_SEEDS)
+
+
+def test_generation_settings_are_the_dip_started_generation_cells_and_those_from_noise(default):
+    dip = grid.generation_settings(default, grid.SAMPLE)
+    assert {s["purpose"] for s in dip} == {"generation"} and {s["start"] for s in dip} == {"dip"}
+    assert {s["t0"] for s in dip} == {"300", "600"}
+    assert {s["steps"] for s in grid.generation_settings(default, grid.GENERATE)} == {"10", "25"}
+    with pytest.raises(ValueError, match="no sample_seed axis"):
+        grid.setting_path(grid.DIP, grid.dip_cells(default)[0])
+    with pytest.raises(ValueError, match="not generation cells"):
+        grid.generation_settings(default, grid.TRAIN)
+    with pytest.raises(ValueError, match="no sample generation cell"):
+        grid.setting_cells(
+            default, grid.SAMPLE, grid.setting_of(grid.SAMPLE, grid.sample_cells(default)[0])
+        )
+
+
+def test_a_setting_row_names_its_pooled_seeds(default):
+    setting = grid.generation_settings(default, grid.SAMPLE)[0]
+    row = grid.setting_identity(setting, "dip+ddpm")
+    assert list(row) == list(grid.IDENTITY_COLUMNS)
+    assert row["sample_seed"] == grid.POOLED_SEEDS and row["es_schedule"] == grid.NONE
+    assert row["method"] == "dip+ddpm" and row["t0"] == setting["t0"]

@@ -578,6 +578,105 @@ def _subset_of(spec: dict, of: dict) -> bool:
     return same_split and of.get("n") == CIFAR10_SPLIT_SIZE.get(str(of.get("split")))
 
 
+# ------------------------------------------------------------------- image set roles
+
+
+def _may_share_images(a: dict, b: dict) -> bool:
+    """Whether two datasets can hold one image: the same spec, or two draws from one
+    CIFAR-10 split (its class-balanced draws are not disjoint in general)."""
+    if a == b:
+        return True
+    cifar = a.get("source") == b.get("source") == "cifar10"
+    return cifar and a.get("split") == b.get("split")
+
+
+def _generates(config: dict) -> bool:
+    """Whether the config makes new images: the DIP-started generation variant or
+    unconditional samples from noise (both scored against the reference set)."""
+    ddpm = config["ddpm"]
+    return bool(ddpm.get("generation")) or bool(ddpm["sample"].get("generate"))
+
+
+def _disjoint_set_errors(config: dict) -> list[str]:
+    """The image sets the generation metrics compare are disjoint where they must be.
+
+    Must be disjoint (refused when they can share an image):
+
+    - the reference set (``metrics.reference``) and the DDPM's training set
+      (``ddpm.dataset``): generated images are scored against the reference, and the
+      reference is also the held-out baseline of the memorisation test (its distances
+      to the training images are what a model that never copies would give);
+    - the generation sources (``ddpm.generation.dataset``) and the reference set: each
+      DIP-started sample stays close to its source, so a reference holding the sources
+      would flatter KID and FID;
+    - the classifier's training and test sets: its accuracy floor is measured on images
+      it never saw;
+    - the classifier's training set and the reference set: the features of the reference
+      would be those of images the classifier was fitted to, the samples' not.
+
+    Intended nestings (not refused): the generation sources are DIP fits of the DDPM's
+    training images, so they lie in its training split (sampling from a prior of a
+    training image is the generation variant's design); the classifier trains on the
+    training split, which holds the DDPM's training images and the sources (its
+    features are a fixed map of CIFAR-10 images, not a model of the samples).
+    """
+    datasets, metrics = config["data"]["datasets"], config.get("metrics", {})
+    reference = metrics.get("reference", DEFAULT_REFERENCE)
+    pairs = []
+    if _generates(config):
+        pairs.append(("ddpm.dataset", config["ddpm"]["dataset"], _HELD_OUT_REFERENCE))
+    generation = config["ddpm"].get("generation")
+    if generation:
+        pairs.append(("ddpm.generation.dataset", generation["dataset"], _SOURCES_NOT_REFERENCE))
+    checks = [(key, name, "metrics.reference", reference, why) for key, name, why in pairs]
+    classifier = metrics.get("classifier")
+    if classifier:
+        train = ("metrics.classifier.train", classifier["train"])
+        checks.append(("metrics.classifier.test", classifier["test"], *train, _UNSEEN_TEST))
+        checks.append(("metrics.reference", reference, *train, _REFERENCE_NOT_FITTED))
+    errors = [_overlap_error(*check, datasets) for check in checks]
+    return [e for e in errors if e]
+
+
+_HELD_OUT_REFERENCE = (
+    "the reference set scores the generated images and is the held-out baseline of the "
+    "memorisation test, so it must hold no DDPM training image"
+)
+_SOURCES_NOT_REFERENCE = (
+    "each DIP-started sample stays close to its source image, so a reference holding the "
+    "sources would flatter KID and FID (the sources are meant to be DDPM training images, "
+    "within ddpm.dataset's split: an intended nesting)"
+)
+_UNSEEN_TEST = (
+    "the classifier's accuracy floor is measured on images it never trained on (its "
+    "training split holding the DDPM's training images and the generation sources is an "
+    "intended nesting)"
+)
+_REFERENCE_NOT_FITTED = (
+    "the reference's features would come from images the classifier was fitted to, and "
+    "the samples' would not"
+)
+
+
+def _overlap_error(
+    key: str, name: str, other_key: str, other: str, why: str, datasets: dict
+) -> str:
+    """One message when two roles' datasets can share an image, else ''."""
+    if name not in datasets or other not in datasets:
+        return ""  # a name that points nowhere is reported by the name checks
+    if not _may_share_images(datasets[name], datasets[other]):
+        return ""
+    split = datasets[name].get("split")
+    if split:
+        shared, fix = f"both drawn from the CIFAR-10 {split} split", "the other split"
+    else:
+        shared, fix = "the same image set", "other images"
+    return (
+        f"'{key}' {name!r} and '{other_key}' {other!r} can share images ({shared}): {why}; "
+        f"give one of them a dataset of {fix}"
+    )
+
+
 def _prior_training_errors(config: dict) -> list[str]:
     """The prior-training comparison: checkpoints within its length (the last one the
     length itself), modes as valid as ddpm's, a prior mode named in both lists with one
@@ -662,6 +761,7 @@ CHECKS: tuple[tuple[frozenset[str], Check], ...] = (
     (frozenset({"data", "tasks", "dip", "ddpm", "prior_training"}), _prior_training_errors),
     (frozenset({"data", "tasks", "dip", "earlystop"}), _earlystop_errors),
     (frozenset({"data", "metrics"}), _metrics_errors),
+    (frozenset({"data", "ddpm", "metrics"}), _disjoint_set_errors),
     (frozenset({"data", "tasks", "dip", "ddpm", "earlystop"}), _fit_errors),
     (frozenset(), _duplicate_errors),
 )

@@ -17,7 +17,7 @@ os.environ.update(
 )
 from dipddpm import grid  # noqa: E402
 from dipddpm.logs import log_to  # noqa: E402
-from dipddpm.stages.ddpm import store_model  # noqa: E402
+from dipddpm.stages.ddpm import method_name, store_model  # noqa: E402
 from dipddpm.stages.dip import store_prior  # noqa: E402
 from dipddpm.stages.generation_metrics import store_classifier  # noqa: E402
 from dipddpm.config import ConfigError, load_schema, validate_config  # noqa: E402
@@ -525,3 +525,72 @@ def keep_classifier(input, output, log):
         store_classifier(
             input.get("weights"), input.get("json"), output.weights, output.json
         )
+
+
+# The generation metrics of every compared setting (a generation cell less its sample
+# seed, all seeds pooled): scored only with a classifier, whose features they use.
+GENERATION_KINDS = (grid.SAMPLE, grid.GENERATE)
+
+
+def generation_score_targets():
+    if not CLASSIFIER:
+        return []
+    return [
+        grid.setting_path(kind, setting, grid.GENERATION_SCORES)
+        for kind in GENERATION_KINDS
+        for setting in grid.generation_settings(config, kind)
+    ]
+
+
+def clean_input(dataset):
+    return grid.CLEAN.path({"dataset": dataset}, "clean.npz")
+
+
+def generation_score_input(kind):
+    """A setting's inputs: every seed's samples, the reference set, which is also the
+    held-out baseline of memorisation (the config checks keep it out of the DDPM's
+    training split; the classifier's test set is sized for its accuracy, not for this),
+    the DDPM's training images and, for a DIP start, the prior and its source images."""
+
+    def inputs(wildcards):
+        cells = grid.setting_cells(config, kind, dict(wildcards))
+        reference = clean_input(config["metrics"]["reference"])
+        found = {
+            "samples": files(kind, cells, "samples.npz"),
+            "reference": reference,
+            "heldout": reference,
+            "classifier": classifier_weights(),
+            "train": clean_input(wildcards.train_dataset),
+        }
+        if kind is grid.SAMPLE:
+            found["prior"] = prior_input(wildcards)
+            found["source"] = clean_input(wildcards.dataset)
+        return found
+
+    return inputs
+
+
+def generation_score_identity(kind):
+    """A setting's identity columns; a setting from noise is named as its cells stamp
+    themselves (dipddpm.stages.ddpm.run_generate_cell)."""
+
+    def identity(wildcards):
+        setting = grid.setting_of(kind, dict(wildcards))
+        if kind is grid.SAMPLE:
+            method = method_name(setting["start"], float(setting["lam"]))
+            return grid.setting_identity(setting, method)
+        noise = {"purpose": "generation", "start": "noise", "t0": config["ddpm"]["T"]}
+        return grid.setting_identity(setting | noise, "ddpm-noise")
+
+    return identity
+
+
+# One row per setting, with the other tables (results/ is the run's; a study part that
+# keeps it commits a copy, as for the classifier's store).
+GENERATION_SUMMARY = f"{grid.TABLES}/generation.csv"
+
+
+def generation_targets():
+    """The generation part: every setting's scores and their summary table."""
+    scores = generation_score_targets()
+    return scores + [GENERATION_SUMMARY] if scores else []

@@ -38,3 +38,52 @@ if CLASSIFIER:
                 f"{grid.LOGS}/store_classifier.log",
             run:
                 keep_classifier(input, output, log)
+
+    # Generation metrics of one setting (a generation cell less its sample seed): every
+    # seed's samples scored together, so diversity across seeds is measured. DIP-started
+    # settings here; settings from noise below, with no prior or source to compare with.
+    rule score_generation:
+        input:
+            unpack(generation_score_input(grid.SAMPLE)),
+        output:
+            csv=grid.setting_file(grid.SAMPLE, grid.GENERATION_SCORES),
+        log:
+            grid.setting_log(grid.SAMPLE),
+        benchmark:
+            grid.setting_benchmark(grid.SAMPLE)
+        conda:
+            "../../environment.yml"
+        threads: 2
+        params:
+            identity=generation_score_identity(grid.SAMPLE),
+            prior_iters=lambda wc: wc.iters,
+            shared_starts=True,
+        script:
+            "../../scripts/score_generation.py"
+
+    use rule score_generation as score_generation_noise with:
+        input:
+            unpack(generation_score_input(grid.GENERATE)),
+        output:
+            csv=grid.setting_file(grid.GENERATE, grid.GENERATION_SCORES),
+        log:
+            grid.setting_log(grid.GENERATE),
+        benchmark:
+            grid.setting_benchmark(grid.GENERATE)
+        params:
+            identity=generation_score_identity(grid.GENERATE),
+            prior_iters=None,
+            # Sample i of two seeds shares no start: no within-prior spread.
+            shared_starts=False,
+
+    rule summarise_generation:
+        input:
+            scores=generation_score_targets(),
+        output:
+            csv=GENERATION_SUMMARY,
+        log:
+            f"{grid.LOGS}/summarise_generation.log",
+        conda:
+            "../../environment.yml"
+        script:
+            "../../scripts/summarise_generation.py"

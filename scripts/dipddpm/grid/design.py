@@ -24,6 +24,7 @@ from .paths import (
     canonical,
     observation_of,
     prior_of,
+    setting_of,
 )
 
 
@@ -472,6 +473,30 @@ def generate_cells(config: Mapping) -> list[dict[str, str]]:
         )
         if int(model["t_max"]) == T
     ]
+
+
+def _generation_cells_of(config: Mapping, kind: Kind) -> list[dict[str, str]]:
+    """The generation cells of a kind: DIP-started (sample) or from noise (generate)."""
+    if kind is SAMPLE:
+        return _generation_cells(config)
+    if kind is GENERATE:
+        return generate_cells(config)
+    raise ValueError(f"{kind.name} cells are not generation cells")
+
+
+def generation_settings(config: Mapping, kind: Kind) -> list[dict[str, str]]:
+    """The compared generation settings of a kind: its generation cells less their sample
+    seed, each scored once on every seed's samples (see :func:`.paths.setting_of`)."""
+    return _unique([setting_of(kind, cell) for cell in _generation_cells_of(config, kind)])
+
+
+def setting_cells(config: Mapping, kind: Kind, setting: Mapping[str, str]) -> list[dict[str, str]]:
+    """The cells of one generation setting, one per sample seed in the config's order."""
+    wanted = setting_of(kind, setting) if "sample_seed" in setting else dict(setting)
+    found = [c for c in _generation_cells_of(config, kind) if setting_of(kind, c) == wanted]
+    if not found:
+        raise ValueError(f"no {kind.name} generation cell of this config has setting {wanted}")
+    return found
 
 
 def earlystop_cells(config: Mapping) -> list[dict[str, str]]:

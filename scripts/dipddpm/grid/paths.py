@@ -302,3 +302,56 @@ def prior_of(cell: Mapping[str, Any]) -> dict[str, str] | None:
 
 def _pick(cell: Mapping[str, Any], kind: Kind) -> dict[str, str]:
     return kind.identity(cell)
+
+
+# ------------------------------------------------------------------ generation settings
+
+# A generation setting is a generation cell without its sample seed: it is scored once,
+# on every seed's samples together, so the spread across seeds (diversity) is measured.
+# Its folder is the cell folder with the seed spelled `all`: no seed is spelled so (seeds
+# are integers), so a setting never names a cell, and its path parses back to its kind.
+POOLED_AXIS = "sample_seed"
+POOLED_SEEDS = "all"
+GENERATION_SCORES = "generation_metrics.csv"
+
+
+def _pooling(kind: Kind) -> Kind:
+    if POOLED_AXIS not in kind.axes:
+        raise ValueError(f"{kind.name} cells have no {POOLED_AXIS} axis to pool over")
+    return kind
+
+
+def setting_of(kind: Kind, cell: Mapping[str, Any]) -> dict[str, str]:
+    """The setting a cell of ``kind`` belongs to: its identity less the sample seed."""
+    return {a: canonical(cell[a]) for a in _pooling(kind).axes if a != POOLED_AXIS}
+
+
+def setting_path(kind: Kind, setting: Mapping[str, Any], name: str | None = None) -> str:
+    """The folder (or a file in it) of a concrete setting of ``kind``."""
+    return _pooling(kind).path({**setting, POOLED_AXIS: POOLED_SEEDS}, name)
+
+
+def _setting_wildcards(kind: Kind) -> str:
+    """A setting's folder relative to the root: one wildcard per axis, the seed ``all``."""
+    values = {a: f"{{{a}}}" for a in _pooling(kind).axes} | {POOLED_AXIS: POOLED_SEEDS}
+    return "/".join(f"{AXES[a].key}~{values[a]}" for a in kind.axes)
+
+
+def setting_file(kind: Kind, name: str) -> str:
+    """Wildcard pattern of one file of a setting (for rule outputs): every axis of the
+    kind a wildcard but the seed, which is ``all``."""
+    return f"{RESULTS}/{kind.root}/{_setting_wildcards(kind)}/{name}"
+
+
+def setting_log(kind: Kind) -> str:
+    return f"{LOGS}/{kind.root}/{_setting_wildcards(kind)}.log"
+
+
+def setting_benchmark(kind: Kind) -> str:
+    return f"{BENCHMARKS}/{kind.root}/{_setting_wildcards(kind)}.tsv"
+
+
+def setting_identity(setting: Mapping[str, Any], method: str | None = None) -> dict[str, str]:
+    """Every identity column of a setting's row: the seed column reads ``all`` (the row
+    pools the seeds), the columns that do not apply ``none``."""
+    return full_identity({**setting, POOLED_AXIS: POOLED_SEEDS}, method)

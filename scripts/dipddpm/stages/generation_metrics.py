@@ -259,6 +259,7 @@ def score_generation(
     source_npz=None,
     train_npz=None,
     heldout_npz=None,
+    shared_starts: bool = True,
     kid_subset_size: int | None = None,
     kid_subsets: int = genmetrics.KID_SUBSETS,
     kid_seed: int = genmetrics.KID_SEED,
@@ -274,6 +275,8 @@ def score_generation(
     ``source_npz``: the clean images the priors were fitted to (prepared or degraded
     set), aligned with the samples. ``train_npz``: the DDPM's training images (the
     memorisation pool); ``heldout_npz``: real images the DDPM never saw (the baseline).
+    ``shared_starts``: whether sample i of every seed starts from the same prior (False
+    for samples from pure noise, whose within-prior diversity is then NaN).
     Parts without their inputs are NaN; ``identity`` columns come first in the row.
     """
     started = time.perf_counter()
@@ -288,7 +291,7 @@ def score_generation(
     row: dict[str, Any] = {**(identity or {}), "n_seeds": seeds, "n_per_seed": per_seed}
     row.update(_kid_columns(feats, ref, kid_subset_size, kid_subsets, kid_seed))
     row.update(_fid_columns(feats, ref))
-    row.update(_diversity_columns(feats.reshape(seeds, per_seed, -1), samples))
+    row.update(_diversity_columns(feats.reshape(seeds, per_seed, -1), samples, shared_starts))
     row.update(_coverage_columns(preds))
     prior = _load_aligned_prior(prior_npz, prior_iters, samples)
     source = _load_aligned(source_npz, samples, "source")
@@ -337,11 +340,14 @@ def _fid_columns(feats, ref) -> dict[str, Any]:
     return {"fid_cifarnet": result.value, "fid_cifarnet_reason": result.reason}
 
 
-def _diversity_columns(grouped_feats: np.ndarray, samples: np.ndarray) -> dict[str, Any]:
-    """Within-prior spread (across seeds, needs >= 2) and the spread of all samples."""
+def _diversity_columns(
+    grouped_feats: np.ndarray, samples: np.ndarray, shared_starts: bool = True
+) -> dict[str, Any]:
+    """Within-prior spread (across seeds, needs >= 2 and a start the seeds share) and the
+    spread of all samples."""
     seeds, per_seed = samples.shape[:2]
     within = {"feature": math.nan, "pixel": math.nan}
-    if seeds >= 2:
+    if seeds >= 2 and shared_starts:
         # Groups are priors: sample i of every seed, so swap to (priors, seeds, ...).
         within = genmetrics.diversity_per_group(
             np.swapaxes(grouped_feats, 0, 1), np.swapaxes(samples, 0, 1)
@@ -434,3 +440,17 @@ def _memorisation_columns(model, flat, feats, train_npz, heldout_npz, batch_size
     row.update({f"memo_feature_{key}": feature[key] for key in MEMORISATION_KEYS})
     row["memo_pixel_share_exact_copies"] = pixel["share_exact_copies"]
     return row
+
+
+# -------------------------------------------------------------------------- summary
+
+
+def summarise_generation(score_csvs: Sequence, out_csv) -> pd.DataFrame:
+    """Every setting's row (:func:`score_generation`) in one table, in the given order;
+    a setting with columns another lacks (e.g. no prior) reads NaN there."""
+    if not score_csvs:
+        raise ValueError("no generation scores to summarise: give at least one CSV")
+    table = pd.concat([pd.read_csv(path) for path in score_csvs], ignore_index=True)
+    save_csv(out_csv, table)
+    log.info("summarised %d generation settings into %s", len(table), out_csv)
+    return table
