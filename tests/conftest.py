@@ -16,6 +16,18 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test, restored after it: results that are compared bit
+    for bit depend on the thread count."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def root() -> Path:
     return ROOT

@@ -22,12 +22,8 @@ SMALL = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# Bit-identity comparisons hold for a fixed thread count (conftest's one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_auto_conv_mode_is_grouped_on_cuda_and_loop_elsewhere():

@@ -14,12 +14,8 @@ from dipddpm.operators import Operator
 TINY = {"depth": 2, "channels_down": 8, "channels_up": 8, "input_channels": 4}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# Bit-identity comparisons hold for a fixed thread count (conftest's one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _images(k: int, size: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -28,12 +28,8 @@ TINY = {"depth": 2, "channels_down": 8, "channels_up": 8, "input_channels": 4}
 SHAPE = (3, 16, 16)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# Bit-identity comparisons hold for a fixed thread count (conftest's one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _images(k: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -26,12 +26,8 @@ SEEDS = [1, 2]
 PATIENCE = 10
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# Bit-identity comparisons hold for a fixed thread count (conftest's one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _images(k: int = 2, size: int = 8, sigma: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
