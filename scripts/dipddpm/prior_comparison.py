@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 
 from . import stats
+from .example1_report import interval
 
 REFERENCE = "truncated"
 # The reverse-step count within this of a model's target counts as reaching it: the
@@ -237,7 +238,7 @@ def answer(headline_table: pd.DataFrame) -> str:
         name = str(row["name"]).split(" - ")[0]
         sentences.append(
             f"{name} vs {REFERENCE}: {row['mean_diff']:+.2f} dB "
-            f"[{row['ci_low']:+.2f}, {row['ci_high']:+.2f}] (Holm-adjusted "
+            f"{interval(row['ci_low'], row['ci_high'])} (Holm-adjusted "
             f"{row['level'] * 100:.1f} % CI, n = {int(row['n'])} images): {row['verdict']}"
         )
     return "; ".join(sentences) + "."

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import aggregate, prior_comparison
+from ..example1_report import interval
 from ..figures import no_data_figure, save_figure
 from ..io import load_json, save_csv, save_text
 
@@ -124,8 +125,7 @@ def _ci(row: pd.Series, value: str, digits: int = 2) -> str:
     diff = row.get(f"{value}_diff")
     if diff is None or pd.isna(diff):
         return "reference"
-    low, high = row[f"{value}_ci_low"], row[f"{value}_ci_high"]
-    return f"{diff:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
+    return f"{diff:+.{digits}f} {interval(row[f'{value}_ci_low'], row[f'{value}_ci_high'], digits)}"
 
 
 def section(tables: Mapping[str, pd.DataFrame]) -> str:
