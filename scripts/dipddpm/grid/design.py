@@ -109,8 +109,11 @@ def prior_modes(config: Mapping) -> list[Mapping]:
     modes = list(config["ddpm"]["modes"]) + list(
         (config.get("prior_training") or {}).get("modes", [])
     )
-    named = {m["mode"]: m for m in reversed(modes) if m.get("prior")}
-    return [named[name] for name in dict.fromkeys(m["mode"] for m in modes) if name in named]
+    named: dict[str, Mapping] = {}
+    for mode in modes:
+        if mode.get("prior"):
+            named.setdefault(mode["mode"], mode)
+    return list(named.values())
 
 
 def prior_mode(config: Mapping, mode: str) -> Mapping | None:
