@@ -14,4 +14,6 @@ with log_to(snakemake.log[0]):
         out_md=snakemake.output.md,
         out_config=snakemake.output.config,
         repo=snakemake.params.repo,
+        all_cells=snakemake.input.all_cells,
+        benchmarks=snakemake.params.benchmarks,
     )

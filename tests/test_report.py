@@ -143,10 +143,19 @@ def _assert_clean(text: str) -> None:
 def test_report_has_every_section_and_numbers_from_the_tables(tmp_path):
     tables = _tables(combo_psnr=26.0, fid_available=True)
     figures = {"quality_vs_steps": str(tmp_path / "figures/quality_vs_steps.png")}
-    out = write_report(tables, figures, CONFIG, "abc1234", tmp_path / "report.md")
+    out = write_report(
+        tables, figures, CONFIG, "abc1234", tmp_path / "report.md", cells=_cells(26.0)
+    )
     text = out.read_text()
-    for heading in ("## Setup", "## Findings", "## Comparisons", "## Ablations", "## Figures"):
-        assert heading in text
+    headings = [line for line in text.splitlines() if line.startswith("## ")]
+    assert headings == [
+        "## Abstract",
+        "## Methods",
+        "## Experiments",
+        "## Ablations",
+        "## Limitations",
+        "## Appendix: reproducibility",
+    ]
     for title in (
         "Method comparison",
         "Steps to quality",
@@ -154,18 +163,23 @@ def test_report_has_every_section_and_numbers_from_the_tables(tmp_path):
         "full vs truncated",
         "by architecture",
         "Early-stopping",
+        "Example 1: Formulation",
     ):
         assert title in text
     assert "CPU default" in text and "abc1234" in text and "iters: [500]" in text
-    # Numbers computed from the tables: DIP+DDPM at 50 steps = 27.0 + mean jitter 0.1.
-    combo = "DIP+DDPM (t0=30, prior unet-i500) · truncated-t300 · ddim eta=0"
-    assert f"{combo}, reached 27.10 dB with 50 reverse steps" in text
-    assert "beats DIP alone by 2.00 dB" in text
-    assert f"24.00 dB was first reached by {combo} at 10 steps (3 network" in text
+    # The configuration dump is in the appendix, after every result.
+    assert text.index("iters: [500]") > text.index("## Appendix: reproducibility")
+    # Paired claims from the per-image rows: DIP+DDPM at 50 steps = 27.0 + jitter against
+    # its own prior (25.0 + the same jitter) on the same three images.
+    combo = "DIP+DDPM (t0=30, prior unet-i500) · truncated-t300 · ddim eta=0 · 50 steps"
+    assert f"the best DIP+DDPM setting ({combo}) vs its own DIP prior: +2.00 dB" in text
+    assert "[+2.00, +2.00], n = 3, helps" in text
+    assert "vs DIP alone (unet, 500 iterations) (its own prior): PSNR +2.00 dB" in text
+    assert "24.00 dB was first reached by DIP+DDPM (t0=30, prior unet-i500)" in text
     assert "averages over the seeds listed" in text
     assert "lowest FID was 1.20 for DDPM from noise · full-t1000 · ddim eta=0 at 50 steps" in text
     assert "truncated training (t_max=200) needed 200 steps" in text
-    assert "wmv came closest to the plain-DIP oracle stop (mean gap 0.30 dB" in text
+    assert "wmv stops 0.30 dB [-0.97, 1.57] below the plain-DIP oracle" in text
     assert "![quality_vs_steps](figures/quality_vs_steps.png)" in text
     assert "*Figure 1:" in text
     _assert_clean(text)
@@ -173,9 +187,12 @@ def test_report_has_every_section_and_numbers_from_the_tables(tmp_path):
 
 def test_report_says_when_the_combination_does_not_help_and_fid_is_unavailable(tmp_path):
     tables = _tables(combo_psnr=22.0, fid_available=False)
-    text = render_report(tables, {}, {"scale": "full"}, "deadbee", tmp_path / "report.md")
+    text = render_report(
+        tables, {}, {"scale": "full"}, "deadbee", tmp_path / "report.md", cells=_cells(22.0)
+    )
     assert "full grid" in text
-    assert "does NOT help over DIP alone" in text
+    assert "(its own prior): PSNR -2.00 dB [-2.00, -2.00]" in text
+    assert "n = 3 images, one seed of each kind): hurts" in text
     assert "FID/KID unavailable: no internet and no local weights at /w.pth" in text
     assert "No figures were produced" in text
     _assert_clean(text)
@@ -184,10 +201,22 @@ def test_report_says_when_the_combination_does_not_help_and_fid_is_unavailable(t
 def test_report_with_no_results_at_all_still_reads_cleanly(tmp_path):
     empty = agg.build_tables(pd.DataFrame())
     text = render_report(empty, {}, {}, "0000000", tmp_path / "report.md")
+    assert "no DIP+DDPM restoration cell ran" in text
     assert "No restoration results were available" in text
     assert "FID was not computed" in text
     assert "no `scale` key" in text
     _assert_clean(text)
+
+
+def test_report_names_the_sections_only_the_study_config_produces(tmp_path):
+    empty = agg.build_tables(pd.DataFrame())
+    text = render_report(empty, {}, {"scale": "cpu"}, "0000000", tmp_path / "report.md")
+    assert "`config/study.yaml` does:" in text
+    for part in ("example1", "prior_training", "earlystop_loo", "generation"):
+        assert f"make study PART={part}" in text
+    study = {"scale": "study", "example1": {"out": "x"}, "prior_training": {"steps": 1}}
+    study |= {"earlystop": {"loo": True}, "metrics": {"classifier": {"floor": 0.6}}}
+    assert "`config/study.yaml` does:" not in render_report(empty, {}, study, "0", "r.md")
 
 
 @pytest.mark.parametrize("scale, name", [("cpu", "CPU default"), ("full", "full grid")])

@@ -18,7 +18,11 @@ from dipddpm import (
 
 def test_render_refuses_missing_and_unused_values():
     names = templates.placeholders(templates.template("example1"))
-    assert {"noise_levels", "answer", "primary", "auto_t0"} <= names
+    assert {"formulation", "answer", "primary", "auto_t0"} <= names
+    # The formulation is its own template, shared with the default run's Methods section.
+    assert {"T", "schedule", "noise_levels"} == templates.placeholders(
+        templates.template("example1_formulation")
+    )
     values = dict.fromkeys(names, "x")
     assert "{{" not in templates.render("example1", values)
     with pytest.raises(ValueError, match="no value for \\['answer'\\]"):

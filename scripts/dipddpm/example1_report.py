@@ -33,9 +33,7 @@ def example1_section(
     is the prior-training part's headline table when that part has run."""
     primary = tables["primary_comparisons"]
     values = {
-        "T": T,
-        "schedule": schedule,
-        "noise_levels": noise_table(Diffusion(schedule, T), t0_values(tables)),
+        "formulation": formulation(T, schedule, t0_values(tables)),
         "protocol": protocol(tables["settings"], tuning),
         "answer": answer(primary, tables["nfe_to_target"]),
         "primary": primary_table(primary),
@@ -48,6 +46,17 @@ def example1_section(
         "prior_training": prior_training_paragraph(prior_headline),
     }
     return templates.render("example1", values)
+
+
+def formulation(T: int, schedule: str, t0s: Sequence[int]) -> str:
+    """Example 1's formulation (its own template, so the default run's report and the
+    study's Example 1 section share one text), with the noise levels of ``t0s``."""
+    values = {
+        "T": T,
+        "schedule": schedule,
+        "noise_levels": noise_table(Diffusion(schedule, T), t0s),
+    }
+    return templates.render("example1_formulation", values).rstrip("\n")
 
 
 def markdown(frame: pd.DataFrame, digits: int = 2) -> str:

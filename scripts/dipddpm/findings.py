@@ -1,7 +1,8 @@
 """The report's findings: sentences computed from the summary tables.
 
 Each function reads one table and returns sentences; every number in them comes from the
-table. Comparisons are made only between rows of the same dataset and task.
+table. They describe (best settings, steps to a target, FID availability); comparisons
+between methods are claims with paired CIs (``claims.py``).
 """
 
 from __future__ import annotations
@@ -53,76 +54,6 @@ def _steps_text(row: pd.Series) -> str:
     if is_dip and "iters" in row.index and is_finite(row["iters"]):
         parts.append(f"{number_text(row['iters'])} DIP iterations")
     return f" with {' and '.join(parts)}" if parts else ""
-
-
-def method_findings(table: pd.DataFrame) -> list[str]:
-    """Does DIP+DDPM beat DIP alone and DDPM alone? Sentences from the comparison table."""
-    if table.empty or "psnr_mean" not in table.columns or "label" not in table.columns:
-        return ["No restoration results were available for the method comparison."]
-    sentences = []
-    for where, group in _groups(table):
-        best = _best_per_label(group)
-        prefix = f"On {where}, " if where else ""
-        combos = best[best.index.str.startswith("DIP+DDPM")]
-        rivals = best[~best.index.str.startswith("DIP+DDPM")]
-        if combos.empty:
-            if not rivals.empty:
-                top = rivals["psnr_mean"].idxmax()
-                sentences.append(
-                    f"{prefix}no DIP+DDPM cell was evaluated; the best method was {top} at "
-                    f"{db_text(rivals.loc[top, 'psnr_mean'])}{_steps_text(rivals.loc[top])}."
-                )
-            continue
-        label = combos["psnr_mean"].idxmax()
-        row = combos.loc[label]
-        comparisons = [
-            f"{db_text(r['psnr_mean'])} for {name}{_steps_text(r)}" for name, r in rivals.iterrows()
-        ]
-        sentence = f"{prefix}the best DIP+DDPM setting, {label}, reached "
-        sentence += f"{db_text(row['psnr_mean'])}{_steps_text(row)}"
-        sentences.append(sentence + (f" versus {'; '.join(comparisons)}." if comparisons else "."))
-        sentences += _verdicts(prefix, label, row, rivals)
-    return sentences
-
-
-def _verdicts(prefix: str, label: str, row: pd.Series, rivals: pd.DataFrame) -> list[str]:
-    """One sentence per baseline family: does the combination beat it, and by how much?"""
-    families = {
-        "DIP alone": rivals[rivals.index == "DIP alone"],
-        "DDPM alone": rivals[rivals.index.str.startswith("DDPM")],
-        "DIP-guided sampling": rivals[rivals.index.str.startswith("DIP-guided")],
-    }
-    out = []
-    for family, members in families.items():
-        if members.empty:
-            continue
-        rival = members["psnr_mean"].idxmax()
-        margin = row["psnr_mean"] - members.loc[rival, "psnr_mean"]
-        which = f" ({rival})" if rival != family else ""
-        if margin > 0:
-            overlap = _intervals_overlap(row, members.loc[rival])
-            out.append(
-                f"{prefix}{label} beats {family}{which} by {margin:.2f} dB"
-                + (", but the 95 % intervals overlap." if overlap else ".")
-            )
-        else:
-            out.append(
-                f"{prefix}the combination does NOT help over {family}: {label} is "
-                f"{-margin:.2f} dB below {rival}."
-            )
-    return out
-
-
-def _intervals_overlap(a: pd.Series, b: pd.Series) -> bool:
-    bounds = [
-        a.get("psnr_ci_low"),
-        a.get("psnr_ci_high"),
-        b.get("psnr_ci_low"),
-        b.get("psnr_ci_high"),
-    ]
-    if not all(is_finite(v) for v in bounds):
-        return False
-    return bounds[0] <= bounds[3] and bounds[2] <= bounds[1]
 
 
 def steps_findings(table: pd.DataFrame) -> list[str]:
@@ -222,36 +153,10 @@ def dip_findings(table: pd.DataFrame) -> list[str]:
     return sentences
 
 
-def earlystop_findings(table: pd.DataFrame) -> list[str]:
-    """Best and worst stopping rule by gap to the oracle; the oracle itself is the bound."""
-    gap = "gap_plain_db_mean" if "gap_plain_db_mean" in table.columns else "gap_db_mean"
-    if table.empty or gap not in table.columns:
-        return []
-    rows = table.dropna(subset=[gap])
-    rules = rows[~rows["rule"].astype(str).str.contains("oracle")]
-    if rules.empty:
-        return []
-    best = rules.loc[rules[gap].abs().idxmin()]
-    text = "Among early-stopping rules (the oracle excluded: it reads the clean image), "
-    text += f"{best['rule']} came closest to the plain-DIP oracle stop "
-    text += f"(mean gap {db_text(best[gap])}"
-    if is_finite(best.get("within_1db_mean")):
-        text += f", within 1 dB for {100 * best['within_1db_mean']:.0f} % of images"
-    text += ")"
-    worst = rules.loc[rules[gap].abs().idxmax()]
-    if worst.name != best.name:
-        text += f"; {worst['rule']} was furthest ({db_text(worst[gap])})"
-    return [text + "."]
-
-
-def findings(tables: Mapping[str, pd.DataFrame]) -> list[str]:
-    """All findings sentences, in report order."""
+def ablation_findings(tables: Mapping[str, pd.DataFrame]) -> list[str]:
+    """The ablations' sentences: DDPM training (full vs truncated), DIP by architecture."""
     empty = pd.DataFrame()
     return [
-        *method_findings(tables.get("method_comparison", empty)),
-        *steps_findings(tables.get("steps_to_quality", empty)),
-        *fid_findings(tables.get("fid", empty)),
         *training_findings(tables.get("training_convergence", empty)),
         *dip_findings(tables.get("dip_by_architecture", empty)),
-        *earlystop_findings(tables.get("earlystop", empty)),
     ]

@@ -17,7 +17,21 @@ import pandas as pd
 import yaml
 
 from dipddpm.aggregate import to_markdown
-from dipddpm.findings import findings, is_finite, number_text
+from dipddpm.claims import (
+    Claim,
+    StopClaim,
+    claim_sentences,
+    earlystop_claims,
+    restoration_claims,
+)
+from dipddpm.example1_report import formulation
+from dipddpm.findings import (
+    ablation_findings,
+    fid_findings,
+    is_finite,
+    number_text,
+    steps_findings,
+)
 from dipddpm.io import atomic_path
 
 SCALE_NAMES = {
@@ -55,8 +69,28 @@ LABELLED = (
     "sampler",
     "eta",
 )
-MAIN_TABLES = ("method_comparison", "steps_to_quality", "fid")
-ABLATION_TABLES = ("training_convergence", "dip_by_architecture", "earlystop")
+EXAMPLE1_TABLES = ("method_comparison", "steps_to_quality")
+ABLATION_TABLES = ("training_convergence", "dip_by_architecture")
+KNOWN_TABLES = (*EXAMPLE1_TABLES, "fid", "earlystop", *ABLATION_TABLES)
+# The sections only some configs produce: (config key path, what it adds, study target).
+STUDY_SECTIONS = (
+    (("example1",), "Example 1 on held-out images (settings tuned on other images)", "example1"),
+    (
+        ("prior_training",),
+        "DDPMs trained with and without the DIP prior at equal images seen",
+        "prior_training",
+    ),
+    (
+        ("earlystop", "loo"),
+        "Example 2 on natural-image crops, rules tuned leave-one-image-out",
+        "earlystop_loo",
+    ),
+    (
+        ("metrics", "classifier"),
+        "offline generation metrics (KID on a CIFAR-10 classifier's features, diversity)",
+        "generation",
+    ),
+)
 
 FIGURE_CAPTIONS = {
     "quality_vs_steps": "PSNR and SSIM of the restored images against the number of reverse "
@@ -135,12 +169,164 @@ def _versions_text(versions: pd.DataFrame | None) -> str:
     return "; ".join(parts) + warning
 
 
-def _setup_section(
-    config: Mapping[str, Any], commit: str, versions: pd.DataFrame | None = None
+def abstract(claims: list[Claim], stops: list[StopClaim], config: Mapping[str, Any]) -> str:
+    """One paragraph: the answer to each example, its numbers and CIs, and the scale."""
+    if claims:
+        first = claims[0]
+        rivals = "; ".join(f"vs {_role(c.rival)}: {_short(c)}" for c in claims)
+        example1 = (
+            f"**Example 1** (DIP priors for DDPM): on {first.where}, the best DIP+DDPM "
+            f"setting ({first.subject}) {rivals}."
+        )
+    else:
+        example1 = "**Example 1**: no DIP+DDPM restoration cell ran in this configuration."
+    if stops:
+        best = min(stops, key=lambda c: c.gap)
+        example2 = (
+            f"**Example 2** (early stopping): the rule closest to the plain-DIP oracle is "
+            f"{best.rule} ({best.where}), {best.gap:.2f} dB [{best.ci_low:.2f}, "
+            f"{best.ci_high:.2f}] below it (n = {best.n})."
+        )
+    else:
+        example2 = "**Example 2**: no early-stopping cell ran in this configuration."
+    scale = (
+        "These are the numbers of the CPU default run: few images and one seed, a check "
+        "that every stage works end to end; the study's sections (results/study/) are "
+        "the reference result."
+        if str(config.get("scale", "")).lower() in ("cpu", "default", "cpu-default", "small")
+        else f"Scale: {scale_name(config)}."
+    )
+    return " ".join([example1, example2, scale])
+
+
+def _role(label: str) -> str:
+    """A rival's role in the abstract (its full label is in the claim below)."""
+    for prefix, role in (
+        ("DIP alone", "its own DIP prior"),
+        ("DDPM", "the best DDPM alone"),
+        ("DIP-guided", "the best DIP-guided chain"),
+    ):
+        if label.startswith(prefix):
+            return role
+    return label
+
+
+def _short(claim: Claim) -> str:
+    r = claim.result
+    unit = " dB" if claim.metric == "psnr" else ""
+    return f"{r.mean_diff:+.2f}{unit} [{r.ci_low:+.2f}, {r.ci_high:+.2f}], n = {r.n}, {r.verdict}"
+
+
+def _methods_section(config: Mapping[str, Any], cells: pd.DataFrame) -> list[str]:
+    """The formulations, from the same templates as the study's sections."""
+    ddpm = config.get("ddpm") or {}
+    text = formulation(int(ddpm.get("T", 1000)), str(ddpm.get("schedule", "linear")), _t0s(cells))
+    return ["## Methods", "", text.replace("### ", "### Example 1: ", 1), ""]
+
+
+def _t0s(cells: pd.DataFrame) -> list[int]:
+    if cells.empty or "t0" not in cells:
+        return []
+    values = pd.to_numeric(cells["t0"], errors="coerce").dropna().astype(int)
+    return sorted(set(values))
+
+
+def _example1_section(tables: Mapping[str, pd.DataFrame], claims: list[Claim]) -> list[str]:
+    lines = ["### Example 1: DIP priors for DDPM (restoration, PSNR/SSIM)", ""]
+    sentences = claim_sentences(claims) or [
+        "No restoration results were available to compare DIP+DDPM with its rivals."
+    ]
+    sentences += steps_findings(tables.get("steps_to_quality", pd.DataFrame()))
+    lines += [f"- {sentence}" for sentence in sentences] + [""]
+    for name in EXAMPLE1_TABLES:
+        lines += _table_section(name, tables.get(name), level="####")
+    return lines
+
+
+def _generation_section(tables: Mapping[str, pd.DataFrame]) -> list[str]:
+    """Generation cells, scored with generation metrics only (never PSNR to a source)."""
+    fid = tables.get("fid", pd.DataFrame())
+    lines = ["### Generation (sample-quality metrics only)", ""]
+    lines += [f"- {sentence}" for sentence in fid_findings(fid)] + [""]
+    return lines + _table_section("fid", fid, level="####")
+
+
+def _example2_section(tables: Mapping[str, pd.DataFrame], stops: list[StopClaim]) -> list[str]:
+    lines = ["### Example 2: DDPM-inspired early stopping for DIP", ""]
+    sentences = [claim.sentence() for claim in stops] or [
+        "No early-stopping cell ran in this configuration."
+    ]
+    lines += [f"- {sentence}" for sentence in sentences] + [""]
+    return lines + _table_section("earlystop", tables.get("earlystop"), level="####")
+
+
+def _limitations_section(config: Mapping[str, Any], cells: pd.DataFrame) -> list[str]:
+    lines = ["## Limitations", ""]
+    if not cells.empty and {"dataset", "task", "image"} <= set(cells.columns):
+        rows = cells[cells["purpose"].astype(str) == "restoration"]
+        images = rows.groupby(["dataset", "task"])["image"].nunique()
+        seeds = {
+            c: rows[c][rows[c].astype(str) != "none"].nunique()
+            for c in ("obs_seed", "dip_seed", "train_seed")
+            if c in rows
+        }
+        if len(images):
+            counts = (
+                str(images.min())
+                if images.min() == images.max()
+                else f"{images.min()}-{images.max()}"
+            )
+            lines.append(
+                f"- Restoration claims rest on {counts} images per "
+                f"dataset and task and {seeds.get('obs_seed', 0)} observation, "
+                f"{seeds.get('dip_seed', 0)} DIP and {seeds.get('train_seed', 0)} DDPM "
+                "training seed(s): their CIs are over images; variation between seeds is "
+                "not in them."
+            )
+    lines.append(
+        "- A setting called the best is chosen by its mean on the images it is scored on, "
+        "so its claims are optimistic for it (the study's Example 1 section tunes on other "
+        "images)."
+    )
+    ddpm = config.get("ddpm") or {}
+    if ddpm.get("steps"):
+        lines.append(
+            f"- The DDPMs train for {ddpm['steps']} steps at batch {ddpm.get('batch_size')}: "
+            "far from convergence, so DDPM-based numbers are those of weak models."
+        )
+    missing = [
+        f"{what} (`make study PART={target}`)"
+        for keys, what, target in STUDY_SECTIONS
+        if not _config_has(config, keys)
+    ]
+    if missing:
+        lines.append(
+            "- Sections this configuration does not produce; `config/study.yaml` does: "
+            + "; ".join(missing)
+            + "."
+        )
+    return lines + [""]
+
+
+def _config_has(config: Mapping[str, Any], keys: tuple[str, ...]) -> bool:
+    value: Any = config
+    for key in keys:
+        if not isinstance(value, Mapping) or not value.get(key):
+            return False
+        value = value[key]
+    return True
+
+
+def _appendix(
+    config: Mapping[str, Any],
+    commit: str,
+    versions: pd.DataFrame | None,
+    environment: Mapping[str, Any] | None,
+    timings: pd.DataFrame | None,
 ) -> list[str]:
     dumped = yaml.safe_dump(_plain(config), sort_keys=True, default_flow_style=None).strip()
-    return [
-        "## Setup",
+    lines = [
+        "## Appendix: reproducibility",
         "",
         f"- Scale: **{scale_name(config)}**",
         f"- Report generated at commit `{commit}`",
@@ -148,14 +334,23 @@ def _setup_section(
         "- Every table row averages exactly the cells its columns name (the label spells out "
         "method, t0, prior, model, checkpoint and sampler); it averages over the seeds listed "
         "in its `*_seeds` columns, and its n is images x seeds.",
-        "",
-        "Configuration used for this run:",
-        "",
-        "```yaml",
-        dumped or "{}",
-        "```",
+    ]
+    for key, value in (environment or {}).items():
+        lines.append(f"- {key}: {value}")
+    lines += [
+        "- Rebuild: `make run` (this configuration; `CIFAR10=<dir>` for a local CIFAR-10 "
+        "copy), then `make summary`; the study in parts: `make study PART=<target>`.",
         "",
     ]
+    if timings is not None and not timings.empty:
+        lines += [
+            "Compute per stage (the sum of the rules' benchmark seconds over the cells this "
+            "report's tables average; jobs ran in parallel, so the wall clock was shorter):",
+            "",
+            to_markdown(timings),
+            "",
+        ]
+    return lines + ["Configuration used for this run:", "", "```yaml", dumped or "{}", "```", ""]
 
 
 def _plain(value: Any) -> Any:
@@ -171,9 +366,9 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def _table_section(name: str, table: pd.DataFrame | None) -> list[str]:
+def _table_section(name: str, table: pd.DataFrame | None, level: str = "###") -> list[str]:
     title = TABLE_TITLES.get(name, name.replace("_", " ").capitalize())
-    lines = [f"### {title}", ""]
+    lines = [f"{level} {title}", ""]
     if table is None or table.empty:
         return lines + ["No results for this table in this run.", ""]
     shown = compact(table)
@@ -194,17 +389,42 @@ def _fid_note(table: pd.DataFrame) -> str:
     return "FID/KID unavailable for some cells: " + ("; ".join(reasons) or "no reason recorded")
 
 
-def _figure_section(figures: Mapping[str, str], out_path: Path) -> list[str]:
-    lines = ["## Figures", ""]
-    if not figures:
-        return lines + ["No figures were produced in this run.", ""]
-    for number, (name, path) in enumerate(figures.items(), start=1):
+# The section each figure belongs to; numbered in the order they appear.
+FIGURE_SECTIONS = {
+    "example1": ("quality_vs_steps", "dip_t0_heatmap", "qualitative"),
+    "generation": ("fid_vs_steps",),
+    "example2": ("earlystop_curves", "gap_distribution"),
+    "ablations": ("dip_trajectories", "training_curves"),
+}
+
+
+class _Figures:
+    """The run's figures, embedded in their sections and numbered as they appear."""
+
+    def __init__(self, figures: Mapping[str, str], out_path: Path) -> None:
+        self.figures, self.out_path, self.count = dict(figures), out_path, 0
+
+    def section(self, name: str) -> list[str]:
+        lines = []
+        for figure in FIGURE_SECTIONS[name]:
+            if figure in self.figures:
+                lines += self._embed(figure, self.figures.pop(figure))
+        return lines
+
+    def rest(self) -> list[str]:
+        """Figures of no section (none today; a new figure is never silently dropped)."""
+        lines = []
+        for figure, path in list(self.figures.items()):
+            lines += self._embed(figure, path)
+        return lines
+
+    def _embed(self, name: str, path: str) -> list[str]:
+        self.count += 1
         target = Path(path)
         if target.is_absolute() or target.exists():
-            target = Path(os.path.relpath(target, out_path.parent))
+            target = Path(os.path.relpath(target, self.out_path.parent))
         caption = FIGURE_CAPTIONS.get(name, name.replace("_", " ").capitalize() + ".")
-        lines += [f"![{name}]({target.as_posix()})", "", f"*Figure {number}: {caption}*", ""]
-    return lines
+        return [f"![{name}]({target.as_posix()})", "", f"*Figure {self.count}: {caption}*", ""]
 
 
 def render_report(
@@ -214,9 +434,20 @@ def render_report(
     commit: str,
     out_path: str | os.PathLike = "report.md",
     versions: pd.DataFrame | None = None,
+    cells: pd.DataFrame | None = None,
+    environment: Mapping[str, Any] | None = None,
+    timings: pd.DataFrame | None = None,
 ) -> str:
-    """The report as Markdown text (see write_report)."""
+    """The report as Markdown text (see write_report).
+
+    ``cells`` (all_cells.csv: per-image rows) gives the paired claims; ``environment``
+    (machine, torch) and ``timings`` (compute seconds per stage) the appendix."""
     out_path = Path(out_path)
+    empty = pd.DataFrame()
+    cells = empty if cells is None else cells
+    shown = _Figures(figures, out_path)
+    claims = restoration_claims(cells)
+    stop_claims = earlystop_claims(tables.get("earlystop", empty))
     lines = [
         f"# DIP + DDPM: results ({scale_name(config)})"
         if config.get("scale")
@@ -224,23 +455,34 @@ def render_report(
         "",
         "Generated from the aggregated result tables; every number below is computed from them.",
         "",
-        *_setup_section(config, commit, versions),
-        "## Findings",
+        "## Abstract",
         "",
-        *[f"- {sentence}" for sentence in findings(tables)],
+        abstract(claims, stop_claims, config),
         "",
-        "## Comparisons",
+        *_methods_section(config, cells),
+        "## Experiments",
+        "",
+        *_example1_section(tables, claims),
+        *shown.section("example1"),
+        *_generation_section(tables),
+        *shown.section("generation"),
+        *_example2_section(tables, stop_claims),
+        *shown.section("example2"),
+        "## Ablations",
+        "",
+        *[f"- {sentence}" for sentence in ablation_findings(tables)],
         "",
     ]
-    for name in MAIN_TABLES:
-        lines += _table_section(name, tables.get(name))
-    lines += ["## Ablations", ""]
     for name in ABLATION_TABLES:
         lines += _table_section(name, tables.get(name))
-    extra = [name for name in tables if name not in MAIN_TABLES + ABLATION_TABLES]
+    extra = [name for name in tables if name not in KNOWN_TABLES]
     for name in extra:
         lines += _table_section(name, tables[name])
-    lines += _figure_section(figures, out_path)
+    lines += shown.section("ablations") + shown.rest()
+    if not figures:
+        lines += ["No figures were produced in this run.", ""]
+    lines += _limitations_section(config, cells)
+    lines += _appendix(config, commit, versions, environment, timings)
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -251,14 +493,16 @@ def write_report(
     commit: str,
     out_path: str | os.PathLike,
     versions: pd.DataFrame | None = None,
+    **sections: Any,
 ) -> Path:
     """Write ``report.md`` atomically from the tables, figure paths and the config used.
 
     ``tables`` uses the names of aggregate.build_tables; ``figures`` maps a figure name
-    (see FIGURE_CAPTIONS) to its image path, linked relative to the report.
+    (see FIGURE_CAPTIONS) to its image path, linked relative to the report; ``sections``
+    are render_report's ``cells``, ``environment`` and ``timings``.
     """
     out_path = Path(out_path)
-    text = render_report(tables, figures, config, commit, out_path, versions)
+    text = render_report(tables, figures, config, commit, out_path, versions, **sections)
     with atomic_path(out_path) as tmp:
         tmp.write_text(text)
     return out_path

@@ -1,5 +1,15 @@
 # Evaluation and reporting: the cached FID reference statistics, the tidy table of every
 # cell, summary tables, figures and the generated report.
+from dipddpm.stages.report import benchmark_file
+
+
+def stage_benchmarks():
+    """Each kind's benchmark files of this configuration's cells: the report's compute
+    per stage."""
+    return {
+        kind: [benchmark_file(grid.KINDS[kind], cell) for cell in kind_cells]
+        for kind, kind_cells in grid.cells(config).items()
+    }
 
 
 rule fid_reference:
@@ -88,6 +98,7 @@ rule report:
     input:
         tables=rules.aggregate.output.tables,
         versions=rules.aggregate.output.versions,
+        all_cells=rules.aggregate.output.all_cells,
         figures=rules.figures.output.figures,
     output:
         md=report(
@@ -104,5 +115,6 @@ rule report:
     params:
         config=config,
         repo=workflow.basedir,
+        benchmarks=lambda wc: stage_benchmarks(),
     script:
         "../../scripts/report.py"

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
 
-from .. import aggregate, cost, figures
+from .. import aggregate, cost, figures, grid
 from ..io import load_npz, save_csv, save_json
 from ..report import write_report
 from ..version import git_commit
@@ -135,10 +137,70 @@ def relative_paths(value, repo):
     return value
 
 
+def benchmark_file(kind: grid.Kind, cell: Mapping) -> str:
+    """The benchmark file a cell's rule writes (``Kind.benchmark`` filled in)."""
+    return f"{grid.BENCHMARKS}/{kind.path(cell)[len(grid.RESULTS) + 1 :]}.tsv"
+
+
+def stage_timings(benchmarks: Mapping[str, list[str]]) -> pd.DataFrame:
+    """Compute seconds per kind of cell from its rules' benchmark files (cells whose rule
+    ran elsewhere, e.g. a stored model, have none and are counted apart)."""
+    rows = []
+    for kind, paths in benchmarks.items():
+        found = [Path(p) for p in paths if Path(p).exists()]
+        if not paths:
+            continue
+        seconds = sum(float(pd.read_csv(p, sep="\t")["s"].sum()) for p in found)
+        rows.append(
+            {
+                "stage": kind,
+                "cells": len(paths),
+                "with_benchmark": len(found),
+                "seconds": round(seconds, 1),
+                "minutes": round(seconds / 60, 1),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def environment(cells: pd.DataFrame) -> dict[str, str]:
+    """The report machine and the devices the cells record."""
+    import torch
+
+    info = {
+        "Report machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {_cpu_model()}",
+        "OS": platform.platform(),
+        "Python / torch": f"{platform.python_version()} / {torch.__version__}",
+    }
+    if "device" in cells and cells["device"].notna().any():
+        devices = ", ".join(sorted(cells["device"].dropna().astype(str).unique()))
+        info["Cells ran on"] = devices
+    return info
+
+
+def _cpu_model() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "CPU model unknown"
+
+
 def run_report(
-    table_dir, figure_dir, versions_csv, config: dict, out_md, out_config, repo="."
+    table_dir,
+    figure_dir,
+    versions_csv,
+    config: dict,
+    out_md,
+    out_config,
+    repo=".",
+    all_cells=None,
+    benchmarks: Mapping[str, list[str]] | None = None,
 ) -> None:
-    """The generated report: every number read from the tables, figures linked."""
+    """The generated report: every number read from the tables, figures linked; the
+    claims from the per-image rows of ``all_cells``, compute per stage from
+    ``benchmarks`` (kind -> its cells' benchmark files)."""
     figure_paths = {
         name: str(Path(figure_dir) / f"{name}.png")
         for name in FIGURE_NAMES
@@ -147,7 +209,18 @@ def run_report(
     commit = git_commit(repo)
     config = relative_paths(config, repo)
     versions = pd.read_csv(versions_csv, dtype=str)
-    write_report(read_tables(table_dir), figure_paths, config, commit, out_md, versions)
+    cells = aggregate.collect([all_cells]) if all_cells else pd.DataFrame()
+    write_report(
+        read_tables(table_dir),
+        figure_paths,
+        config,
+        commit,
+        out_md,
+        versions,
+        cells=cells,
+        environment=environment(cells),
+        timings=stage_timings(benchmarks or {}),
+    )
     save_json(
         out_config,
         {"commit": commit, "cell_code_versions": versions.to_dict("records"), "config": config},
