@@ -17,7 +17,7 @@ SNAKEMAKE_ANY := $(BIN)/snakemake --workflow-profile workflow/profiles/local --c
 	$(if $(filter-out 0,$(GPUS)),--resources gpu=$(GPUS),) --replace-workflow-config
 SNAKEMAKE := $(SNAKEMAKE_ANY) --configfile $(CONFIG)
 
-.PHONY: run study test dry-run lint format report summary clean-venv bench
+.PHONY: run study study-report test dry-run lint format report summary clean-venv bench
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,13 @@ PART ?= models
 STUDY_TRIGGERS := --rerun-triggers mtime params code software-env
 study: $(BIN)/.installed
 	$(SNAKEMAKE_ANY) $(PART) --configfile $(STUDY_CONFIG) $(STUDY_TRIGGERS) $(CIFAR10_CONFIG) $(ARGS)
+
+# The study's report from the committed parts (results/study/report.md) and its Snakemake
+# HTML report; it reads whatever parts are committed, so it always reruns.
+study-report: $(BIN)/.installed
+	$(SNAKEMAKE_ANY) study_report --configfile $(STUDY_CONFIG) --forcerun study_report $(CIFAR10_CONFIG) $(ARGS)
+	$(SNAKEMAKE_ANY) study_report --configfile $(STUDY_CONFIG) $(CIFAR10_CONFIG) \
+		--report results/study/report.html
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest $(ARGS)

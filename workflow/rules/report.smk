@@ -1,15 +1,6 @@
 # Evaluation and reporting: the cached FID reference statistics, the tidy table of every
 # cell, summary tables, figures and the generated report.
-from dipddpm.stages.report import benchmark_file
-
-
-def stage_benchmarks():
-    """Each kind's benchmark files of this configuration's cells: the report's compute
-    per stage."""
-    return {
-        kind: [benchmark_file(grid.KINDS[kind], cell) for cell in kind_cells]
-        for kind, kind_cells in grid.cells(config).items()
-    }
+from dipddpm.stages.report import benchmark_files
 
 
 rule fid_reference:
@@ -115,6 +106,30 @@ rule report:
     params:
         config=config,
         repo=workflow.basedir,
-        benchmarks=lambda wc: stage_benchmarks(),
+        benchmarks=lambda wc: benchmark_files(config),
     script:
         "../../scripts/report.py"
+
+
+# The study's report (make study-report): assembled from the parts committed under
+# results/study/. It reads whatever parts are there, so it declares them as params, not
+# inputs: an input would make Snakemake rebuild every part whose cells are gone.
+STUDY_ROOT = f"{grid.RESULTS}/study"
+
+
+rule study_report:
+    output:
+        md=report(
+            f"{STUDY_ROOT}/report.md",
+            caption="../report/study_report.rst",
+            category="Study",
+        ),
+    log:
+        f"{grid.LOGS}/report/study_report.log",
+    conda:
+        "../../environment.yml"
+    params:
+        root=lambda wc, output: os.path.dirname(output.md),
+        repo=workflow.basedir,
+    script:
+        "../../scripts/study_report.py"

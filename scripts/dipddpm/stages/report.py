@@ -11,8 +11,9 @@ from pathlib import Path
 import pandas as pd
 
 from .. import aggregate, cost, figures, grid
-from ..io import load_npz, save_csv, save_json
+from ..io import atomic_path, load_npz, save_csv, save_json
 from ..report import write_report
+from ..study_report import render_study_report
 from ..version import git_commit
 
 log = logging.getLogger("dipddpm")
@@ -142,6 +143,15 @@ def benchmark_file(kind: grid.Kind, cell: Mapping) -> str:
     return f"{grid.BENCHMARKS}/{kind.path(cell)[len(grid.RESULTS) + 1 :]}.tsv"
 
 
+def benchmark_files(config: Mapping) -> dict[str, list[str]]:
+    """Each kind's benchmark files of the configuration's cells: the report's compute per
+    stage."""
+    return {
+        kind: [benchmark_file(grid.KINDS[kind], cell) for cell in cells]
+        for kind, cells in grid.cells(config).items()
+    }
+
+
 def stage_timings(benchmarks: Mapping[str, list[str]]) -> pd.DataFrame:
     """Compute seconds per kind of cell from its rules' benchmark files (cells whose rule
     ran elsewhere, e.g. a stored model, have none and are counted apart)."""
@@ -225,3 +235,11 @@ def run_report(
         out_config,
         {"commit": commit, "cell_code_versions": versions.to_dict("records"), "config": config},
     )
+
+
+def run_study_report(root, out_md, repo=".") -> None:
+    """The study's report from its committed parts under ``root`` (results/study)."""
+    text = render_study_report(root, git_commit(repo), environment(pd.DataFrame()))
+    with atomic_path(Path(out_md)) as tmp:
+        tmp.write_text(text)
+    log.info("study report: %s (%d lines)", out_md, text.count("\n"))

@@ -1,0 +1,328 @@
+"""The study's report: the answers first, then each committed part's section, with figures.
+
+``config/study.yaml`` runs in parts (``make study PART=<target>``), each committing its tables
+and its Markdown section under ``results/study/``. This module assembles them into one
+report (``results/study/report.md``): an abstract that answers Example 1 and Example 2 with
+their key numbers, CIs and n (read from the parts' committed tables, never typed in), then
+each part's section as that part wrote it (its links rewritten to stay valid from the
+report's folder, its own title replaced by the report's) followed by its figures with
+captions saying what to see, then the limitations and a reproducibility appendix. A part
+that has not run yet is named with the command that builds it; no number stands in for it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .example1_report import interval
+
+
+@dataclass(frozen=True)
+class Figure:
+    file: str  # relative to the part's folder
+    caption: str  # what the figure shows and what to see in it
+
+
+@dataclass(frozen=True)
+class Part:
+    """One committed part of the study: its folder under the study root, its section
+    (Markdown, relative to the folder; None when the part writes tables only), its
+    figures, and the target that builds it."""
+
+    name: str
+    title: str
+    folder: str
+    section: str | None
+    figures: tuple[Figure, ...]
+    target: str
+
+    def present(self, root: Path) -> bool:
+        folder = root / self.folder
+        if self.section is not None:
+            return (folder / self.section).is_file()
+        return any((folder / f.file).is_file() for f in self.figures)
+
+
+PARTS = (
+    Part(
+        "models",
+        "DDPM training: full vs truncated diffusion",
+        "models",
+        None,
+        (
+            Figure(
+                "model_convergence.png",
+                "Held-out one-shot x0 PSNR at the sigma-matched steps against images seen "
+                "and seconds, full vs truncated model. What to see: the truncated model "
+                "is ahead at equal images seen at every evaluated step; both still climb "
+                "at the end (flagged under-trained in the models table).",
+            ),
+        ),
+        "models",
+    ),
+    Part(
+        "example1",
+        "Example 1: DIP priors for DDPM",
+        "example1",
+        "example1.md",
+        (
+            Figure(
+                "psnr_vs_t0.png",
+                "PSNR of DIP+DDPM against the start step t0, per task, on the held-out "
+                "images. What to see: the curve peaks near the sigma-matched t0 for "
+                "denoising; t0 = 0 is the DIP prior itself.",
+            ),
+            Figure(
+                "pareto.png",
+                "PSNR against seconds per image for each method's settings. What to see: "
+                "DDPM alone is far cheaper; DIP+DDPM costs the DIP fit plus the chain.",
+            ),
+        ),
+        "example1",
+    ),
+    Part(
+        "prior_training",
+        "Training that sees the prior",
+        "prior_training",
+        "prior_training.md",
+        (
+            Figure(
+                "convergence.png",
+                "Held-out restoration PSNR from the DIP priors against images seen and "
+                "seconds, per training mode. What to see: the prior-trained models lead "
+                "the truncated one from 200 steps on; at equal seconds the priors' fit "
+                "dominates the cost.",
+            ),
+        ),
+        "prior_training",
+    ),
+    Part(
+        "earlystop",
+        "Example 2: DDPM-inspired early stopping for DIP",
+        "earlystop",
+        "example2.md",
+        (),
+        "earlystop_loo",
+    ),
+    Part(
+        "generation",
+        "Generation from DIP priors and from noise",
+        "generation",
+        "generation.md",
+        (),
+        "generation",
+    ),
+)
+
+LINK = re.compile(r"(!?\[[^\]]*\]\()([^)\s]+)(\))")
+
+
+def rebased(text: str, folder: str) -> str:
+    """A section's Markdown with its relative links made relative to the study root
+    (the section lived in ``folder``)."""
+
+    def fix(match: re.Match) -> str:
+        target = match.group(2)
+        if re.match(r"^[a-z]+://|^/|^#", target):
+            return match.group(0)
+        joined = Path(folder, target).as_posix()
+        parts: list[str] = []
+        for piece in joined.split("/"):
+            if piece == ".." and parts and parts[-1] != "..":
+                parts.pop()
+            elif piece != ".":
+                parts.append(piece)
+        return f"{match.group(1)}{'/'.join(parts)}{match.group(3)}"
+
+    return LINK.sub(fix, text)
+
+
+# ------------------------------------------------------------------------------ answers
+
+
+def _read(root: Path, relative: str) -> pd.DataFrame | None:
+    path = root / relative
+    return pd.read_csv(path) if path.is_file() else None
+
+
+def example1_answer(root: Path) -> str | None:
+    """Per task: DIP+DDPM vs DIP alone (the chosen settings) and vs DDPM alone at equal
+    NFE, each with its Holm-adjusted CI and n (primary_comparisons.csv)."""
+    primary = _read(root, "example1/primary_comparisons.csv")
+    if primary is None or primary.empty:
+        return None
+    phrases = []
+    for task, rows in primary.groupby("task", sort=False):
+        picked = [
+            _row_phrase(rows, "chosen", "vs DIP alone"),
+            _row_phrase(rows, "equal NFE", "vs DDPM alone at equal NFE"),
+        ]
+        picked = [p for p in picked if p]
+        if picked:
+            n = int(rows["n"].iloc[0])
+            phrases.append(f"{task} ({'; '.join(picked)}; n = {n})")
+    return (
+        "**Example 1** (DIP priors for DDPM, held-out CIFAR-10 images, settings tuned on "
+        "other images, Holm-adjusted CIs): DIP+DDPM on " + "; ".join(phrases) + "."
+    )
+
+
+def _row_phrase(rows: pd.DataFrame, match: str, text: str) -> str | None:
+    found = rows[(rows["match"] == match) & (rows["value"] == "psnr")]
+    if found.empty:
+        return None
+    row = found.iloc[0]
+    return (
+        f"{text} {row['mean_diff']:+.2f} dB {interval(row['ci_low'], row['ci_high'])}, "
+        f"{row['verdict']}"
+    )
+
+
+def prior_training_answer(root: Path) -> str | None:
+    """Prior-trained vs truncated DDPM at the part's headline setting (headline.csv)."""
+    headline = _read(root, "prior_training/headline.csv")
+    if headline is None or headline.empty:
+        return None
+    rows = headline[headline["value"] == "psnr"]
+    phrases = [
+        f"{r['name']}: {r['mean_diff']:+.2f} dB {interval(r['ci_low'], r['ci_high'])} "
+        f"({r['verdict']}, n = {int(r['n'])})"
+        for _, r in rows.iterrows()
+    ]
+    return "Training the DDPM on DIP-prior states: " + "; ".join(phrases) + "."
+
+
+def example2_answer(root: Path) -> str | None:
+    """Example 2's answer, as its section states it (the section's ``**Answer**``
+    paragraph: the section computes it from the leave-one-image-out tables)."""
+    path = root / "earlystop" / "example2.md"
+    if not path.is_file():
+        return None
+    return _answer_paragraph(path.read_text(), "**Example 2** (early stopping): ")
+
+
+def generation_answer(root: Path) -> str | None:
+    path = root / "generation" / "generation.md"
+    if not path.is_file():
+        return None
+    return _answer_paragraph(path.read_text(), "**Generation**: ")
+
+
+def _answer_paragraph(text: str, prefix: str) -> str | None:
+    """The paragraph that starts with ``**Answer**`` in a section, with ``prefix``."""
+    for paragraph in text.split("\n\n"):
+        stripped = paragraph.strip()
+        if stripped.startswith("**Answer**"):
+            body = stripped[len("**Answer**") :].lstrip(" :.")
+            return prefix + " ".join(body.split())
+    return None
+
+
+ANSWERS: Sequence[tuple[str, Callable[[Path], str | None]]] = (
+    ("example1", example1_answer),
+    ("prior_training", prior_training_answer),
+    ("earlystop", example2_answer),
+    ("generation", generation_answer),
+)
+
+
+# ------------------------------------------------------------------------------ report
+
+
+def render_study_report(root: str | Path, commit: str, environment: Mapping[str, str]) -> str:
+    """The study report's Markdown, written to ``<root>/report.md`` by the stage."""
+    root = Path(root)
+    parts = {part.name: part for part in PARTS}
+    answers, missing = [], []
+    for name, answer in ANSWERS:
+        text = answer(root)
+        if text:
+            answers.append(text)
+        else:
+            missing.append(parts[name])
+    lines = [
+        "# DIP + DDPM: the study",
+        "",
+        "Assembled from the study's committed parts (`results/study/`); every number is "
+        "read from a part's tables. Each part's section follows as that part wrote it.",
+        "",
+        "## Abstract",
+        "",
+        " ".join(answers) if answers else "No part of the study has been committed yet.",
+        "",
+    ]
+    if missing:
+        lines += [_not_yet(missing), ""]
+    figure_number = 0
+    for part in PARTS:
+        if not part.present(root):
+            continue
+        lines += [f"## {part.title}", ""]
+        if part.section is not None:
+            text = (root / part.folder / part.section).read_text()
+            lines += [_without_title(rebased(text, part.folder)).strip(), ""]
+        for figure in part.figures:
+            if (root / part.folder / figure.file).is_file():
+                figure_number += 1
+                path = f"{part.folder}/{figure.file}"
+                lines += [
+                    f"![{figure.file}]({path})",
+                    "",
+                    f"*Figure {figure_number}: {figure.caption}*",
+                    "",
+                ]
+    lines += _limitations() + _appendix(commit, environment)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _not_yet(parts: Sequence[Part]) -> str:
+    named = "; ".join(f"{p.title} (`make study PART={p.target}`)" for p in parts)
+    return f"Not in this report yet (the part has not been committed): {named}."
+
+
+def _without_title(text: str) -> str:
+    """A section without its own top heading (the report gives it one)."""
+    lines = text.lstrip().splitlines()
+    if lines and lines[0].startswith("## "):
+        lines = lines[1:]
+    return "\n".join(lines)
+
+
+def _limitations() -> list[str]:
+    return [
+        "## Limitations",
+        "",
+        "- Scale: a 0.6M-parameter DDPM trained for 5,000 steps (320,000 images seen) on "
+        "32x32 CIFAR-10, DIP on 32x32 images and 64x64 crops, on a 2-core CPU: absolute "
+        "numbers are far from the published ones; the comparisons are paired on the same "
+        "images and hold at this scale only.",
+        "- One training seed per DDPM: differences between models carry no training-seed "
+        "variation; CIs are over images (observation seeds averaged).",
+        "- Each part states its own protocol (held-out images, leave-one-image-out tuning) "
+        "and where n is too small for a verdict.",
+        "",
+    ]
+
+
+def _appendix(commit: str, environment: Mapping[str, str]) -> list[str]:
+    lines = [
+        "## Appendix: reproducibility",
+        "",
+        f"- Report assembled at commit `{commit}`; each part's commit, wall time and "
+        "machine load are in [`README.md`](README.md).",
+    ]
+    lines += [f"- {key}: {value}" for key, value in environment.items()]
+    lines += [
+        "- Rebuild a part: `make study PART=<target> CIFAR10=<dir with the CIFAR-10 "
+        "archives>` (targets: " + ", ".join(f"`{p.target}`" for p in PARTS) + "), then "
+        "`make study-report` (this report and its Snakemake HTML version).",
+        "- Configuration: `config/study.yaml` (every key documented in "
+        "`workflow/schemas/config.schema.yaml`).",
+        "",
+    ]
+    return lines
