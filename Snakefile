@@ -13,6 +13,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/dip.smk"
 include: "workflow/rules/ddpm.smk"
 include: "workflow/rules/earlystop.smk"
+include: "workflow/rules/guided.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/example1.smk"
 include: "workflow/rules/generation.smk"
@@ -59,3 +60,8 @@ rule prior_training:
 rule earlystop_loo:
     input:
         earlystop_loo_targets(),
+
+
+rule earlystop_guided:
+    input:
+        EARLYSTOP_GUIDED_TARGETS,

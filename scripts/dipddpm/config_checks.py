@@ -2,9 +2,10 @@
 
 Names that point nowhere (with a "did you mean"), networks too deep for the images they are
 fitted to, SR factors that do not divide them, snapshots past the last iteration, sampling
-starts beyond what a truncated model was trained for, two values that name one grid cell.
-Each check takes the whole config and returns messages that name the key and the value;
-:mod:`dipddpm.config` runs them all and reports every problem at once.
+starts beyond what a truncated model was trained for, a guided DIP whose DDPM is used at a
+step it never trained on, two values that name one grid cell. Each check takes the whole
+config and returns messages that name the key and the value; :mod:`dipddpm.config` runs
+them all and reports every problem at once.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import itertools
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator
 
-from .grid import canonical
+from .grid import GUIDED, RESULTS, canonical
 
 # Every CIFAR-10 image is 32x32; other sources are only known once loaded, unless resized.
 CIFAR10_SIDE = 32
@@ -239,6 +240,9 @@ def arch_pairs(config: dict) -> Pairs:
     for i, block in enumerate(es.get("grid", [])):
         for dataset, arch in itertools.product(_earlystop_datasets(es), block["archs"]):
             _pair(pairs, dataset, arch, f"earlystop.grid[{i}]")
+    guided = es.get("guided") or {}
+    for dataset, arch in itertools.product(guided.get("datasets", []), guided.get("archs", [])):
+        _pair(pairs, dataset, arch, "earlystop.guided")
     ddpm, archs = config["ddpm"], _prior_archs(config)
     for arch in archs:
         _pair(pairs, ddpm["sample"]["dataset"], arch, "ddpm.sample.prior_arch")
@@ -258,6 +262,9 @@ def task_pairs(config: dict) -> Pairs:
     for i, block in enumerate(es.get("grid", [])):
         for dataset, task in itertools.product(_earlystop_datasets(es), block["tasks"]):
             _pair(pairs, dataset, task, f"earlystop.grid[{i}]")
+    guided = es.get("guided") or {}
+    for dataset, task in itertools.product(guided.get("datasets", []), guided.get("tasks", [])):
+        _pair(pairs, dataset, task, "earlystop.guided")
     for key in ("sample", "generation"):
         part = config["ddpm"].get(key)
         if part:
@@ -469,6 +476,148 @@ def _longest_progressive_fit(es: dict) -> int:
     return (stages - 1) * es.get("iters_per_stage", 100) + es.get("final_iters", 3000)
 
 
+# ------------------------------------------------------------------------ guided DIP
+
+GUIDED_KEY = "earlystop.guided"
+
+
+def _guided_errors(config: dict) -> list[str]:
+    """``earlystop.guided``: names that exist, denoising tasks, one trained model that covers
+    every step it is used at, lam 0 (the plain-DIP reference) listed, mix weights of at most
+    1, tiles that cover the image, and a summary folder outside the cell folders."""
+    guided = (config.get("earlystop") or {}).get("guided")
+    if not guided:
+        return []
+    datasets, tasks, archs = config["data"]["datasets"], config["tasks"], config["dip"]["archs"]
+    errors = _missing("dataset", f"{GUIDED_KEY}.datasets", guided["datasets"], datasets)
+    errors += _missing("task", f"{GUIDED_KEY}.tasks", guided["tasks"], tasks)
+    errors += _missing("architecture", f"{GUIDED_KEY}.archs", guided["archs"], archs)
+    not_denoise = [t for t in guided["tasks"] if t in tasks and tasks[t]["kind"] != "denoise"]
+    if not_denoise:
+        errors.append(
+            f"'{GUIDED_KEY}.tasks': {not_denoise} are not denoising tasks; guided DIP and the "
+            "DDPM alone start from the observation at the step matching its noise level"
+        )
+    errors += _guided_weight_errors(guided) + _guided_tile_errors(guided)
+    model_errors, t_max = _guided_model_errors(config, guided)
+    if t_max is not None:
+        model_errors += _guided_step_errors(config, guided, t_max)
+    return errors + model_errors + _guided_out_errors(config)
+
+
+def _guided_weight_errors(guided: dict) -> list[str]:
+    lams, errors = guided["lams"], []
+    if 0 not in lams:
+        errors.append(
+            f"'{GUIDED_KEY}.lams' {lams} must include 0: plain DIP with the same iterations is "
+            "the reference every guided fit is paired with"
+        )
+    too_big = [lam for lam in lams if lam > 1]
+    if "mix" in guided["forms"] and too_big:
+        errors.append(
+            f"'{GUIDED_KEY}.lams' {too_big} exceed 1, the largest weight form mix takes (its "
+            "target is (1 - lam) y + lam D(y)); drop them or the form"
+        )
+    return errors
+
+
+def _guided_tile_errors(guided: dict) -> list[str]:
+    from .earlystop.guided import GUIDED_DEFAULTS
+
+    tile = guided.get("tile", GUIDED_DEFAULTS["tile"])
+    stride = guided.get("stride", GUIDED_DEFAULTS["stride"])
+    if stride <= tile:
+        return []
+    return [
+        f"'{GUIDED_KEY}.stride' {stride} exceeds {GUIDED_KEY}.tile {tile}: the tiles would leave "
+        "pixels between them"
+    ]
+
+
+def _guided_model_errors(config: dict, guided: dict) -> tuple[list[str], int | None]:
+    """(errors, t_max) of the one ``ddpm.modes`` entry that ``mode`` (and ``t_max``) name;
+    t_max is None when they name none or several."""
+    ddpm, T = config["ddpm"], config["ddpm"].get("T", 1000)
+    named = [m for m in ddpm["modes"] if m["mode"] == guided["mode"]]
+    found = [m for m in named if guided.get("t_max") in (None, _trained_t_max(m, T))]
+    if not named:
+        defined = list(dict.fromkeys(m["mode"] for m in ddpm["modes"]))
+        return _missing("training mode", f"{GUIDED_KEY}.mode", [guided["mode"]], defined), None
+    if not found:
+        return [
+            f"'{GUIDED_KEY}.t_max' {guided['t_max']} is not the t_max of mode "
+            f"{guided['mode']!r} in ddpm.modes ({[_trained_t_max(m, T) for m in named]})"
+        ], None
+    if len(found) > 1:
+        return [
+            f"'{GUIDED_KEY}.mode' {guided['mode']!r} names {len(found)} models of ddpm.modes "
+            f"(t_max {[_trained_t_max(m, T) for m in found]}); give {GUIDED_KEY}.t_max"
+        ], None
+    ckpt, kept = guided.get("ckpt", ddpm.get("steps")), ddpm.get("checkpoints", [])
+    if ckpt not in kept:
+        return [
+            f"'{GUIDED_KEY}.ckpt' {ckpt} (default: ddpm.steps) is not one of ddpm.checkpoints "
+            f"{kept}, the only weights training keeps"
+        ], None
+    return [], _trained_t_max(found[0], T)
+
+
+def _trained_t_max(mode: dict, T: int) -> int:
+    return T if mode["mode"] == "full" else mode.get("t_max", T)
+
+
+def _guided_step_errors(config: dict, guided: dict, t_max: int) -> list[str]:
+    """Every step the model is used at is one it was trained on: the sigma-matched step of
+    each task (the DDPM alone, form mix) and, for form red, t_g of guidance_sigma."""
+    from .earlystop.guided import GUIDED_DEFAULTS
+
+    used = [
+        (f"{GUIDED_KEY}.tasks", f"task {task!r} (sigma {spec['sigma']})", spec["sigma"] / 255.0)
+        for task, spec in ((t, config["tasks"].get(t, {})) for t in guided["tasks"])
+        if spec.get("kind") == "denoise" and "sigma" in spec
+    ]
+    if "red" in guided["forms"]:
+        sigma = guided.get("guidance_sigma", GUIDED_DEFAULTS["guidance_sigma"])
+        used.append((f"{GUIDED_KEY}.guidance_sigma", f"guidance_sigma {sigma} (t_g)", sigma))
+    model = f"the model of {GUIDED_KEY}.mode {guided['mode']!r}"
+    errors = []
+    for key, what, sigma in used:
+        step, error = _sigma_step(config, sigma)
+        if error:
+            errors.append(f"'{key}': {what}: {error}")
+        elif step > t_max:
+            errors.append(
+                f"'{key}': {what} needs diffusion step {step}, beyond t_max {t_max} of {model}"
+            )
+    return errors
+
+
+def _sigma_step(config: dict, sigma01: float) -> tuple[int, str]:
+    """(the step matching noise of std ``sigma01``, '') or (0, why there is none)."""
+    from .ddpm.diffusion import Diffusion
+    from .ddpm.sample import t_for_sigma
+
+    ddpm = config["ddpm"]
+    diffusion = Diffusion(ddpm.get("schedule", "linear"), int(ddpm.get("T", 1000)))
+    try:
+        return t_for_sigma(diffusion, sigma01), ""
+    except ValueError as err:
+        return 0, str(err)
+
+
+def _guided_out_errors(config: dict) -> list[str]:
+    """The summary is written to earlystop.out; inside the cells' folder it would be taken
+    for a cell's file."""
+    out = str(config["earlystop"].get("out", "")).rstrip("/")
+    cells = f"{RESULTS}/{GUIDED.root}"
+    if out != cells and not out.startswith(f"{cells}/"):
+        return []
+    return [
+        f"'earlystop.out' {out!r} lies inside the guided cells' folder {cells}; the guided "
+        "summary (guided_*.csv, guided.md) is written to earlystop.out: give another folder"
+    ]
+
+
 # ------------------------------------------------------------------------ duplicates
 
 
@@ -494,6 +643,10 @@ def _grid_value_lists(config: dict) -> Iterator[tuple[str, object]]:
     for i, block in enumerate(_list(es.get("grid"))):
         for field in ("tasks", "archs", "schedules", "stages", "sigma_max"):
             yield f"earlystop.grid[{i}].{field}", _section(block, field, list)
+    # lam 0 and 0.0 would both name the one plain-DIP cell.
+    guided = _section(es, "guided")
+    for field in ("datasets", "tasks", "archs", "forms", "lams"):
+        yield f"earlystop.guided.{field}", guided.get(field)
 
 
 def _section(parent: object, key: str, kind: type = dict):
@@ -760,6 +913,7 @@ CHECKS: tuple[tuple[frozenset[str], Check], ...] = (
     (frozenset({"data", "tasks", "dip", "ddpm"}), _block_errors),
     (frozenset({"data", "tasks", "dip", "ddpm", "prior_training"}), _prior_training_errors),
     (frozenset({"data", "tasks", "dip", "earlystop"}), _earlystop_errors),
+    (frozenset({"data", "tasks", "dip", "ddpm", "earlystop"}), _guided_errors),
     (frozenset({"data", "metrics"}), _metrics_errors),
     (frozenset({"data", "ddpm", "metrics"}), _disjoint_set_errors),
     (frozenset({"data", "tasks", "dip", "ddpm", "earlystop"}), _fit_errors),

@@ -30,6 +30,12 @@ The variant's rows (``run`` = ``guided``): ``guided`` stops at the last iteratio
 question is whether guidance removes the need to stop early) and ``guided_oracle`` at the
 run's own PSNR peak; both carry the peak and the final PSNR (``oracle_psnr`` and ``psnr``
 of the ``guided`` row). Every PSNR is the EMA output's, like the plain run's oracle.
+
+``run_guided`` fits the variant alone (``run_earlystop_cell`` adds a plain fit for the
+post-hoc rules; a pipeline cell is paired with its lam-0 cell instead). ``ddpm_alone`` is the
+DDPM by itself as a denoiser of the observation: the one-step x0 estimate at the
+sigma-matched step (``ddpm-x0``) and the reverse chain from there (``ddpm-obs``), by the same
+tiles.
 """
 
 from __future__ import annotations
@@ -48,12 +54,13 @@ from tqdm.auto import tqdm
 
 from ..ddpm.checkpoint import load_model
 from ..ddpm.diffusion import Diffusion, to_model_space, to_unit
-from ..ddpm.sample import observation_start, t_for_sigma
+from ..ddpm.sample import observation_start, sample, t_for_sigma
 from ..dip.defaults import DIP_DEFAULTS
 from ..dip.fit import DIPFitter, derive_seed, psnr_from_mse
 from ..dip.recording import ChunkRecorder, merge_chunks
 from ..operators import Operator
 from .registry import Problem, TrainingVariant, VariantRun, register_variant
+from .run import _check_batch, training_variant
 from .table import TABLE_COLUMNS, ssim_of, table_row
 
 FORMS = ("red", "mix")
@@ -498,3 +505,129 @@ def evaluate_guided(
             row["unet_evals"] = evals_once + evals_per_step * stop
             rows.append(row)
     return pd.DataFrame(rows, columns=[*TABLE_COLUMNS, *COST_COLUMNS])
+
+
+# ------------------------------------------------------------------ the variant alone
+
+
+def run_guided(
+    clean: np.ndarray,
+    observed: np.ndarray,
+    operator: Operator,
+    sigma_task: float,
+    kind: str,
+    arch_params: dict | None,
+    seeds: Sequence[int],
+    iters: int,
+    rule_params: dict,
+    lr: float = DIP_DEFAULTS.lr,
+    reg_noise_std: float = DIP_DEFAULTS.reg_noise_std,
+    exp_weight: float = DIP_DEFAULTS.exp_weight,
+    backtrack: bool = DIP_DEFAULTS.backtrack,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    log_every: int = 1,
+) -> VariantRun:
+    """The guided variant's ``iters``-iteration fit of ``observed``, scored against
+    ``clean``: ``run_earlystop_cell(..., variant="guided")`` without its plain fit (at
+    ``lam = 0`` this fit is plain DIP, the reference a guided fit is paired with).
+    ``rule_params``: the variant's keys (``GUIDED_DEFAULTS``)."""
+    training = training_variant("guided", {"final_iters": iters}, rule_params)
+    device = torch.device(device)
+    problem = Problem(
+        clean=np.asarray(clean, dtype=np.float32),
+        observed=torch.as_tensor(np.asarray(observed, dtype=np.float32), device=device),
+        operator=operator.to(device),
+        sigma_task=sigma_task,
+        kind=kind,
+        arch_params=arch_params,
+        seeds=seeds,
+        fitter_args=dict(
+            lr=lr, reg_noise_std=reg_noise_std, exp_weight=exp_weight, backtrack=backtrack
+        ),
+        device=device,
+        progress=progress,
+        log_every=log_every,
+    )
+    _check_batch(problem)
+    return training.fit(problem)
+
+
+# ----------------------------------------------------------------------- the DDPM alone
+
+# The DDPM alone as a denoiser: its one-step x0 estimate, and its reverse chain (Example 1's
+# name for a chain from the observation).
+ONE_STEP, CHAIN = "ddpm-x0", "ddpm-obs"
+DDPM_ALONE_COLUMNS = [
+    "method",
+    "image",
+    "psnr",
+    "ssim",
+    "t_start",
+    "chain_steps",
+    "unet_evals",
+    "seconds",
+]
+
+
+def ddpm_alone(
+    denoiser: DdpmDenoiser,
+    observed: torch.Tensor,
+    sigma_task: float,
+    clean: np.ndarray,
+    steps: int,
+    sampler: str = "ddim",
+    eta: float = 0.0,
+    seed: int = 0,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """The DDPM alone as a denoiser of ``observed`` ((N, C, H, W) in [0, 1], on the model's
+    device; noise std ``sigma_task``, range 1), per image (``DDPM_ALONE_COLUMNS``):
+
+    ``ddpm-x0``   the one-step x0 estimate at the sigma-matched step t* (``D(y)`` of form mix);
+    ``ddpm-obs``  the reverse chain from the scaled observation at t* (``sample``, with
+                  min(steps, t*) steps of ``sampler`` and ``eta``, as Example 1's
+                  ``ddpm-obs`` cells), its noise from one CPU generator seeded with ``seed``.
+
+    Both go by the denoiser's tiles: each tile is restored on its own and the tiles are
+    blended like the guidance's. ``unet_evals`` counts one image's UNet evaluations (tiles
+    x chain steps for the chain); ``seconds`` is the batch's wall time over N.
+    """
+    n, (height, width) = len(clean), clean.shape[-2:]
+    tiles = tiles_per_image(height, width, denoiser.tile, denoiser.stride)
+    t_start = denoiser.checked_step(t_for_sigma(denoiser.diffusion, sigma_task))
+    start = time.perf_counter()
+    one_step = denoiser.denoise_observation(observed, sigma_task)[0].cpu()
+    one_step_seconds = time.perf_counter() - start
+    chain_steps = min(int(steps), t_start)
+    generator = torch.Generator().manual_seed(int(seed))
+
+    def chain(tiles01: torch.Tensor) -> torch.Tensor:
+        x_start, t = observation_start(denoiser.diffusion, tiles01, sigma_task)
+        result = sample(
+            denoiser.model,
+            denoiser.diffusion,
+            x_start,
+            t,
+            chain_steps,
+            sampler,
+            eta,
+            generator=generator,
+            progress=progress,
+        )
+        return torch.as_tensor(result.images, device=tiles01.device)
+
+    start = time.perf_counter()
+    restored = denoise_by_tiles(observed, chain, denoiser.tile, denoiser.stride).cpu()
+    chain_seconds = time.perf_counter() - start
+    runs = [
+        (ONE_STEP, one_step, 0, tiles, one_step_seconds),
+        (CHAIN, restored, chain_steps, tiles * chain_steps, chain_seconds),
+    ]
+    rows = []
+    for method, images, run_steps, evals, seconds in runs:
+        psnr = _psnr_per_image(images, clean)
+        for i in range(n):
+            ssim = ssim_of(images[i].numpy(), clean[i])
+            rows.append([method, i, psnr[i], ssim, t_start, run_steps, evals, seconds / n])
+    return pd.DataFrame(rows, columns=DDPM_ALONE_COLUMNS)

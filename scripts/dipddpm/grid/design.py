@@ -16,6 +16,7 @@ from .paths import (
     DIP,
     EARLYSTOP,
     GENERATE,
+    GUIDED,
     OBSERVATION,
     SAMPLE,
     TRAIN,
@@ -139,7 +140,10 @@ def training_prior_cell(config: Mapping, mode: Mapping) -> dict[str, str]:
 def observation_cells(config: Mapping) -> list[dict[str, str]]:
     """Every (dataset, task, observation seed) that a DIP, sampling or early-stopping cell
     reads."""
-    cells = [_pick(c, OBSERVATION) for c in dip_cells(config) + earlystop_cells(config)]
+    cells = [
+        _pick(c, OBSERVATION)
+        for c in dip_cells(config) + earlystop_cells(config) + guided_cells(config)
+    ]
     cells += [
         _pick(c, OBSERVATION) for c in sample_cells(config) + prior_training_sample_cells(config)
     ]
@@ -541,6 +545,79 @@ def _earlystop_datasets(es: Mapping) -> list[str]:
     return [es["dataset"]] if "dataset" in es else list(es["datasets"])
 
 
+def guided_cells(config: Mapping) -> list[dict[str, str]]:
+    """Issue 18's DDPM-guided DIP (``earlystop.guided``): each dataset x task x architecture
+    x observation seed x DIP seed at every listed lam, in each form; lam 0 is one cell of
+    form ``none`` whatever the forms (plain DIP with the same iterations, the reference
+    the guided fits are paired with, which also scores its model alone as a denoiser).
+    Every cell names the one configured model (:func:`guided_model`)."""
+    guided = (config.get("earlystop") or {}).get("guided")
+    if not guided:
+        return []
+    model = guided_model(config)
+    weights = [
+        {"guide_form": None if lam == 0 else form, "guide_lam": lam}
+        for form, lam in itertools.product(guided["forms"], guided["lams"])
+    ]
+    cells = []
+    for dataset, task, arch, weight, obs, seed in itertools.product(
+        guided["datasets"],
+        guided["tasks"],
+        guided["archs"],
+        weights,
+        observation_seeds(config),
+        config["dip"]["seeds"],
+    ):
+        cells.append(
+            _cell(
+                GUIDED,
+                dataset=dataset,
+                task=task,
+                obs_seed=obs,
+                arch=arch,
+                **weight,
+                **model,
+                dip_seed=seed,
+            )
+        )
+    return _unique(cells)
+
+
+def guided_model(config: Mapping) -> dict[str, str]:
+    """The DDPM of the guided cells: the training cell of ``earlystop.guided.mode`` (of its
+    ``t_max`` where ``ddpm.modes`` lists the mode twice) with the first training seed, at
+    checkpoint ``ckpt`` (default: the final step). The config checks refuse a mode that
+    names no model, or two."""
+    guided = config["earlystop"]["guided"]
+    seed = canonical(config["ddpm"]["seeds"][0])
+    found = [
+        cell
+        for cell in train_cells(config)
+        if cell["mode"] == guided["mode"]
+        and cell["train_seed"] == seed
+        and ("t_max" not in guided or cell["t_max"] == canonical(guided["t_max"]))
+    ]
+    if len(found) != 1:
+        raise ValueError(
+            f"earlystop.guided names {len(found)} models ({guided['mode']!r}); it needs one"
+        )
+    return {**found[0], "ckpt": canonical(guided.get("ckpt", config["ddpm"]["steps"]))}
+
+
+def guided_chain(config: Mapping) -> dict[str, str]:
+    """The reverse chain of the guided cells' DDPM-alone row: ``ddpm.sample``'s sampler and
+    eta, its most steps (capped, as in Example 1, at the sigma-matched start step) and its
+    first sample seed, from the observation at the sigma-matched step."""
+    sample = config["ddpm"]["sample"]
+    return {
+        "start": "obs",
+        "t0": "sigma",
+        **{k: canonical(v) for k, v in _sampler(config).items()},
+        "steps": canonical(max(sample["steps"])),
+        "sample_seed": canonical(sample["seeds"][0]),
+    }
+
+
 def cells(config: Mapping) -> dict[str, list[dict[str, str]]]:
     """Every cell of every kind the configuration asks for."""
     return {
@@ -551,6 +628,7 @@ def cells(config: Mapping) -> dict[str, list[dict[str, str]]]:
         "sample": _unique(sample_cells(config) + prior_training_sample_cells(config)),
         "generate": generate_cells(config),
         "earlystop": earlystop_cells(config),
+        "guided": guided_cells(config),
     }
 
 

@@ -71,6 +71,13 @@ _AXES = [
     Axis("es_schedule", "esched", "linear|cosine|geometric", "progressive-target schedule"),
     Axis("stages", "stages", INT, "progressive-target stages"),
     Axis("sigma_max", "smax", FLOAT, "largest progressive-target noise (0-255)"),
+    Axis(
+        "guide_form",
+        "gform",
+        "red|mix",
+        "how the DDPM guides a DIP fit (red: regulariser; mix: target mixing; none: plain DIP)",
+    ),
+    Axis("guide_lam", "glam", FLOAT, "weight of the DDPM's guidance of a DIP fit (0: plain DIP)"),
 ]
 AXES: dict[str, Axis] = {axis.column: axis for axis in _AXES}
 _BY_KEY: dict[str, Axis] = {axis.key: axis for axis in _AXES}
@@ -179,9 +186,17 @@ EARLYSTOP = Kind(
     "earlystop",
     (*OBSERVATION_AXES, "arch", "es_schedule", "stages", "sigma_max", "dip_seed"),
 )
+# DIP guided by a trained DDPM (issue 18): lam 0 is plain DIP, form `none`, the reference the
+# guided fits are paired with; it also holds the DDPM-alone rows of its model.
+GUIDED = Kind(
+    "guided",
+    "earlystop/guided",
+    (*OBSERVATION_AXES, "arch", "guide_form", "guide_lam", *TRAIN_AXES, "ckpt", "dip_seed"),
+)
 REFERENCE = Kind("reference", "metrics/reference", ("dataset",))
 KINDS = {
-    k.name: k for k in (CLEAN, OBSERVATION, DIP, TRAIN, SAMPLE, GENERATE, EARLYSTOP, REFERENCE)
+    k.name: k
+    for k in (CLEAN, OBSERVATION, DIP, TRAIN, SAMPLE, GENERATE, EARLYSTOP, GUIDED, REFERENCE)
 }
 
 TABLES = f"{RESULTS}/tables"
