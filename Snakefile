@@ -14,6 +14,7 @@ include: "workflow/rules/dip.smk"
 include: "workflow/rules/ddpm.smk"
 include: "workflow/rules/earlystop.smk"
 include: "workflow/rules/guided.smk"
+include: "workflow/rules/earlystop_ablations.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/example1.smk"
 include: "workflow/rules/generation.smk"
@@ -65,3 +66,8 @@ rule earlystop_loo:
 rule earlystop_guided:
     input:
         EARLYSTOP_GUIDED_TARGETS,
+
+
+rule earlystop_ablations:
+    input:
+        EARLYSTOP_ABLATION_TARGETS,

@@ -243,6 +243,11 @@ def arch_pairs(config: dict) -> Pairs:
     guided = es.get("guided") or {}
     for dataset, arch in itertools.product(guided.get("datasets", []), guided.get("archs", [])):
         _pair(pairs, dataset, arch, "earlystop.guided")
+    ablations = es.get("ablations") or {}
+    if ablations:
+        named = [ablations["centre"]["arch"], *ablations["vary"].get("archs", [])]
+        for dataset, arch in itertools.product(_earlystop_datasets(es), named):
+            _pair(pairs, dataset, arch, "earlystop.ablations")
     ddpm, archs = config["ddpm"], _prior_archs(config)
     for arch in archs:
         _pair(pairs, ddpm["sample"]["dataset"], arch, "ddpm.sample.prior_arch")
@@ -265,6 +270,9 @@ def task_pairs(config: dict) -> Pairs:
     guided = es.get("guided") or {}
     for dataset, task in itertools.product(guided.get("datasets", []), guided.get("tasks", [])):
         _pair(pairs, dataset, task, "earlystop.guided")
+    ablations = es.get("ablations") or {}
+    for dataset, task in itertools.product(_earlystop_datasets(es), ablations.get("tasks", [])):
+        _pair(pairs, dataset, task, "earlystop.ablations")
     for key in ("sample", "generation"):
         part = config["ddpm"].get(key)
         if part:
@@ -421,12 +429,36 @@ def _earlystop_errors(config: dict) -> list[str]:
     for i, cell in enumerate(es.get("grid", [])):
         errors += _missing("task", f"earlystop.grid[{i}].tasks", cell["tasks"], tasks)
         errors += _missing("architecture", f"earlystop.grid[{i}].archs", cell["archs"], archs)
-        not_denoise = [t for t in cell["tasks"] if t in tasks and tasks[t]["kind"] != "denoise"]
-        if not_denoise:
-            errors.append(
-                f"'earlystop.grid[{i}].tasks': {not_denoise} are not denoising tasks; "
-                "the stopping rules need a known noise level"
-            )
+        errors += _denoising_errors(f"earlystop.grid[{i}].tasks", cell["tasks"], tasks)
+    return errors + _ablation_errors(config)
+
+
+def _denoising_errors(key: str, names: list[str], tasks: dict) -> list[str]:
+    not_denoise = [t for t in names if t in tasks and tasks[t]["kind"] != "denoise"]
+    if not not_denoise:
+        return []
+    return [
+        f"'{key}': {not_denoise} are not denoising tasks; the stopping rules need a known "
+        "noise level"
+    ]
+
+
+def _ablation_errors(config: dict) -> list[str]:
+    """``earlystop.ablations``: tasks and architectures that exist, denoising tasks,
+    observation seeds the config draws."""
+    ablations = (config.get("earlystop") or {}).get("ablations")
+    if not ablations:
+        return []
+    tasks, archs = config["tasks"], config["dip"]["archs"]
+    key = "earlystop.ablations"
+    errors = _missing("task", f"{key}.tasks", ablations["tasks"], tasks)
+    errors += _denoising_errors(f"{key}.tasks", ablations["tasks"], tasks)
+    named = [ablations["centre"]["arch"], *ablations["vary"].get("archs", [])]
+    errors += _missing("architecture", f"{key}.centre.arch / vary.archs", named, archs)
+    drawn = set(config.get("observation_seeds") or [0])
+    unknown = sorted(set(ablations.get("obs_seeds") or []) - drawn)
+    if unknown:
+        errors.append(f"'{key}.obs_seeds': {unknown} are not in observation_seeds {sorted(drawn)}")
     return errors
 
 

@@ -14,10 +14,14 @@ an axis does not apply), so aggregation groups by declared columns and never rea
 """
 
 from .design import (
+    ABLATION_FACTORS,
+    ablation_factor,
+    ablation_settings,
     cells,
     clean_cells,
     convergence_t0,
     dip_cells,
+    earlystop_ablation_cells,
     earlystop_cells,
     generate_cells,
     generation,

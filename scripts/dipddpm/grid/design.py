@@ -142,7 +142,10 @@ def observation_cells(config: Mapping) -> list[dict[str, str]]:
     reads."""
     cells = [
         _pick(c, OBSERVATION)
-        for c in dip_cells(config) + earlystop_cells(config) + guided_cells(config)
+        for c in dip_cells(config)
+        + earlystop_cells(config)
+        + earlystop_ablation_cells(config)
+        + guided_cells(config)
     ]
     cells += [
         _pick(c, OBSERVATION) for c in sample_cells(config) + prior_training_sample_cells(config)
@@ -540,6 +543,60 @@ def earlystop_cells(config: Mapping) -> list[dict[str, str]]:
     return _unique(cells)
 
 
+# The factors earlystop.ablations varies one at a time: (its key in `vary`, the cell axis,
+# the key in `centre`).
+ABLATION_FACTORS = (
+    ("schedules", "es_schedule", "schedule"),
+    ("stages", "stages", "stages"),
+    ("sigma_max", "sigma_max", "sigma_max"),
+    ("archs", "arch", "arch"),
+)
+
+
+def earlystop_ablation_cells(config: Mapping) -> list[dict[str, str]]:
+    """Example 2's one-factor-at-a-time ablations (``earlystop.ablations``): the centre
+    setting and each factor's other values with the rest held at the centre, on every
+    early-stopping dataset, the ablations' tasks and observation seeds. The centre cell is
+    the main grid's cell of the same identity when the grid has it (computed once)."""
+    es = config.get("earlystop") or {}
+    ablations = es.get("ablations")
+    if not ablations:
+        return []
+    obs_seeds = ablations.get("obs_seeds") or observation_seeds(config)
+    cells = []
+    for setting in ablation_settings(ablations):
+        axes = {k: v for k, v in setting.items() if k != "factor"}
+        for dataset, task, obs, seed in itertools.product(
+            _earlystop_datasets(es), ablations["tasks"], obs_seeds, config["dip"]["seeds"]
+        ):
+            cells.append(
+                _cell(EARLYSTOP, dataset=dataset, task=task, obs_seed=obs, dip_seed=seed, **axes)
+            )
+    return _unique(cells)
+
+
+def ablation_settings(ablations: Mapping) -> list[dict[str, Any]]:
+    """The centre setting, then each factor's other values (in the config's order), as
+    EARLYSTOP axes with a ``factor`` key naming what was varied (``centre`` for it)."""
+    centre = {axis: ablations["centre"][key] for _, axis, key in ABLATION_FACTORS}
+    settings = [{**centre, "factor": "centre"}]
+    for vary_key, axis, _ in ABLATION_FACTORS:
+        for value in ablations.get("vary", {}).get(vary_key, []):
+            if canonical(value) != canonical(centre[axis]):
+                settings.append({**centre, axis: value, "factor": vary_key})
+    return settings
+
+
+def ablation_factor(ablations: Mapping, cell: Mapping) -> str:
+    """Which factor an ablation cell varies (``centre`` for the centre setting)."""
+    for setting in ablation_settings(ablations):
+        if all(
+            canonical(cell[axis]) == canonical(setting[axis]) for _, axis, _ in ABLATION_FACTORS
+        ):
+            return setting["factor"]
+    raise KeyError(f"{dict(cell)} is no cell of earlystop.ablations")
+
+
 def _earlystop_datasets(es: Mapping) -> list[str]:
     # The config checks refuse both keys at once; ``dataset`` is the older spelling.
     return [es["dataset"]] if "dataset" in es else list(es["datasets"])
@@ -627,7 +684,7 @@ def cells(config: Mapping) -> dict[str, list[dict[str, str]]]:
         "train": _unique(train_cells(config) + prior_training_train_cells(config)),
         "sample": _unique(sample_cells(config) + prior_training_sample_cells(config)),
         "generate": generate_cells(config),
-        "earlystop": earlystop_cells(config),
+        "earlystop": _unique(earlystop_cells(config) + earlystop_ablation_cells(config)),
         "guided": guided_cells(config),
     }
 

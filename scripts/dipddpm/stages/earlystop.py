@@ -7,10 +7,11 @@ import logging
 
 import torch
 
-from .. import grid
+from .. import aggregate, grid
 from ..device import describe_device, pick_device
 from ..earlystop import run_earlystop_cell
-from ..io import load_json, load_npz, save_csv, save_json, save_npz
+from ..earlystop.ablations import ablation_markdown, ablation_table
+from ..io import load_json, load_npz, save_csv, save_json, save_npz, save_text
 from ..operators import Operator
 
 log = logging.getLogger("dipddpm")
@@ -99,3 +100,12 @@ def name_peaks(info: dict, names) -> None:
         return
     for row in peaks["images"]:
         row["name"] = str(names[row["image"]])
+
+
+def summarise_ablations(tables, ablations: dict, out_csv, out_md) -> None:
+    """Example 2's one-factor-at-a-time table from the ablation cells' ``earlystop.csv``."""
+    frame = aggregate.collect(tables)
+    table = ablation_table(frame, ablations)
+    save_csv(out_csv, table)
+    save_text(out_md, ablation_markdown(table))
+    log.info("Example 2 ablations: %d settings from %d cells", len(table), len(tables))
