@@ -56,3 +56,7 @@ def test_an_example2_answer_is_read_from_its_section(tmp_path):
         "36 cases." in text
     )
     assert "No part of the study" not in text
+    # The section's answer may also sit under an "### Answer" heading.
+    (tmp_path / "earlystop/example2.md").write_text("## E2\n\n### Answer\n\nNone is.\n")
+    text = study_report.render_study_report(tmp_path, "0", {})
+    assert "**Example 2** (early stopping): None is." in text

@@ -214,11 +214,14 @@ def generation_answer(root: Path) -> str | None:
 
 
 def _answer_paragraph(text: str, prefix: str) -> str | None:
-    """The paragraph that starts with ``**Answer**`` in a section, with ``prefix``."""
-    for paragraph in text.split("\n\n"):
-        stripped = paragraph.strip()
-        if stripped.startswith("**Answer**"):
-            body = stripped[len("**Answer**") :].lstrip(" :.")
+    """A section's answer, with ``prefix``: the paragraph under its ``### Answer``
+    heading, or the paragraph that starts with ``**Answer**``."""
+    paragraphs = [p.strip() for p in text.split("\n\n")]
+    for i, paragraph in enumerate(paragraphs):
+        if paragraph == "### Answer" and i + 1 < len(paragraphs):
+            return prefix + " ".join(paragraphs[i + 1].split())
+        if paragraph.startswith("**Answer**"):
+            body = paragraph[len("**Answer**") :].lstrip(" :.")
             return prefix + " ".join(body.split())
     return None
 

@@ -431,12 +431,14 @@ def earlystop_loo_table(name):
 
 
 def earlystop_loo_targets():
-    """The summary's tables, only when earlystop.loo or earlystop.out asks for them: no
-    run gains the job unasked."""
+    """The summary's tables and Example 2's report section with its figures, only when
+    earlystop.loo or earlystop.out asks for them: no run gains the jobs unasked."""
     es = config.get("earlystop") or {}
     if not (es.get("loo") or es.get("out")) or not grid.earlystop_cells(config):
         return []
-    return [earlystop_loo_table(name) for name in EARLYSTOP_LOO_TABLES]
+    tables = [earlystop_loo_table(name) for name in EARLYSTOP_LOO_TABLES]
+    figures = [example2_figure(name) for name in EXAMPLE2_FIGURES]
+    return tables + [example2_output("example2.md")] + figures
 
 
 def earlystop_loo_settings():
@@ -460,6 +462,64 @@ def earlystop_observation_params():
         for cell in grid.earlystop_cells(config)
     ]
     return list(dict.fromkeys(paths))
+
+
+# Example 2's report section (workflow/rules/earlystop.smk), next to the loo tables.
+EXAMPLE2_FIGURES = ("curves", "gaps", "crops")
+
+
+def example2_output(name):
+    return f"{EARLYSTOP_LOO_DIR}/{name}"
+
+
+def example2_figure(name):
+    return f"{EARLYSTOP_LOO_DIR}/figures/example2_{name}.png"
+
+
+def example2_cells():
+    """The cells of the plain fits the section shows image by image: per dataset, the
+    lowest noise level, observation seed and DIP seed (example2_report)."""
+    from dipddpm.example2_report import example_cells
+
+    cells = grid.earlystop_cells(config)
+    sigmas = {c["task"]: config["tasks"][c["task"]].get("sigma", 0) for c in cells}
+    return example_cells(cells, sigmas)
+
+
+def example2_progressive_cells():
+    """Of those, the progressive run each example fit's crops show (its first setting)."""
+    from dipddpm.example2_report import progressive_examples
+
+    return progressive_examples(example2_cells())
+
+
+def example2_files(name, progressive=False):
+    cells = example2_progressive_cells() if progressive else example2_cells()
+    return files(grid.EARLYSTOP, cells, name)
+
+
+def example2_observations(name, progressive=False):
+    """A file of the example cells' observations (``degraded.npz``, ``params.json``)."""
+    cells = example2_progressive_cells() if progressive else example2_cells()
+    paths = [grid.OBSERVATION.path(grid.observation_of(c), name) for c in cells]
+    return list(dict.fromkeys(paths))
+
+
+def example2_dip_settings():
+    """The DIP fitting keys the early-stopping cells ran with (earlystop_settings)."""
+    keys = ("lr", "reg_noise_std", "exp_weight", "backtrack")
+    return {key: config["dip"][key] for key in keys}
+
+
+def example2_settings():
+    """What the section quotes besides the tables: the candidate grids, the progressive
+    stages' lengths and the DIP output's EMA weight."""
+    es = config["earlystop"]
+    return (
+        earlystop_loo_settings()
+        | {key: es[key] for key in ("iters_per_stage", "final_iters", "noise")}
+        | {"exp_weight": config["dip"]["exp_weight"]}
+    )
 
 
 def qualitative_panels():

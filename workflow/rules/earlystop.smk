@@ -64,3 +64,100 @@ rule summarise_earlystop_loo:
         settings=lambda wc: earlystop_loo_settings(),
     script:
         "../../scripts/summarise_earlystop_loo.py"
+
+
+# Example 2's report section: the example images' plain fits and progressive runs refitted
+# for the crops figure, each checked against its cell (stages/example2_report.py), then the
+# section and its figures (only with earlystop.loo or earlystop.out; target earlystop_loo).
+rule example2_refit_plain:
+    input:
+        cases=earlystop_loo_table("cases"),
+        trajectories=lambda wc: example2_files("trajectory.csv"),
+        tables=lambda wc: example2_files("earlystop.csv"),
+        params=lambda wc: example2_files("params.json"),
+        observations=lambda wc: example2_observations("params.json"),
+        degraded=lambda wc: example2_observations("degraded.npz"),
+    output:
+        npz=example2_output("example2_plain_outputs.npz"),
+        table=example2_output("example2_plain_outputs.csv"),
+    log:
+        f"{grid.LOGS}/example2_refit_plain.log",
+    benchmark:
+        f"{grid.BENCHMARKS}/example2_refit_plain.tsv"
+    conda:
+        "../../environment.yml"
+    threads: 1
+    resources:
+        runtime=120,
+    params:
+        dip=lambda wc: example2_dip_settings(),
+    script:
+        "../../scripts/refit_example2_plain.py"
+
+
+rule example2_refit_progressive:
+    input:
+        params=lambda wc: example2_files("params.json", progressive=True),
+        curves=lambda wc: example2_files("stage_curves.csv", progressive=True),
+        outputs=lambda wc: example2_files("outputs.npz", progressive=True),
+        observations=lambda wc: example2_observations("params.json", progressive=True),
+        degraded=lambda wc: example2_observations("degraded.npz", progressive=True),
+    output:
+        npz=example2_output("example2_progressive_outputs.npz"),
+        table=example2_output("example2_progressive_outputs.csv"),
+    log:
+        f"{grid.LOGS}/example2_refit_progressive.log",
+    benchmark:
+        f"{grid.BENCHMARKS}/example2_refit_progressive.tsv"
+    conda:
+        "../../environment.yml"
+    threads: 1
+    resources:
+        runtime=120,
+    params:
+        dip=lambda wc: example2_dip_settings(),
+    script:
+        "../../scripts/refit_example2_progressive.py"
+
+
+rule example2_report:
+    input:
+        cases=earlystop_loo_table("cases"),
+        summary=earlystop_loo_table("summary"),
+        summary_by_task=earlystop_loo_table("summary_by_task"),
+        comparisons=earlystop_loo_table("comparisons"),
+        plain_peaks=earlystop_loo_table("plain_peaks"),
+        trajectories=lambda wc: earlystop_targets("trajectory.csv"),
+        tables=lambda wc: earlystop_targets(),
+        params=lambda wc: earlystop_targets("params.json"),
+        observations=lambda wc: earlystop_observation_params(),
+        stage_curves=lambda wc: example2_files("stage_curves.csv"),
+        plain_npz=example2_output("example2_plain_outputs.npz"),
+        plain_table=example2_output("example2_plain_outputs.csv"),
+        progressive_npz=example2_output("example2_progressive_outputs.npz"),
+        progressive_table=example2_output("example2_progressive_outputs.csv"),
+    output:
+        section=example2_output("example2.md"),
+        curves=report(
+            example2_figure("curves"),
+            caption="../report/example2.rst",
+            category="Example 2",
+        ),
+        gaps=report(
+            example2_figure("gaps"),
+            caption="../report/example2.rst",
+            category="Example 2",
+        ),
+        crops=report(
+            example2_figure("crops"),
+            caption="../report/example2.rst",
+            category="Example 2",
+        ),
+    log:
+        f"{grid.LOGS}/example2_report.log",
+    conda:
+        "../../environment.yml"
+    params:
+        settings=lambda wc: example2_settings(),
+    script:
+        "../../scripts/write_example2.py"
