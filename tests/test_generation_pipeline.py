@@ -96,7 +96,7 @@ def test_the_setting_has_one_row_of_numeric_scores(workdir, generation_run, sett
 
 
 def test_the_summary_has_every_setting(workdir, generation_run):
-    summary = pd.read_csv(workdir / grid.TABLES / "generation.csv")
+    summary = pd.read_csv(workdir / grid.RESULTS / "generation" / "generation.csv")
     assert list(summary["method"]) == ["dip+ddpm"]
     assert set(grid.IDENTITY_COLUMNS) <= set(summary.columns)
 

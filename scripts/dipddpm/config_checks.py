@@ -372,6 +372,7 @@ def _ddpm_errors(config: dict) -> list[str]:
         late = [t for t in generation["t0"] if t > T]
         if late:
             errors.append(f"'ddpm.generation.t0': {late} exceed ddpm.T = {T}")
+        errors += _generation_errors(config)
     late_eval = [t for t in ddpm.get("eval_t", []) if t > T]
     if late_eval:
         errors.append(f"'ddpm.eval_t': {late_eval} exceed ddpm.T = {T}")
@@ -379,6 +380,62 @@ def _ddpm_errors(config: dict) -> list[str]:
     if late_t0:
         errors.append(f"'ddpm.sample.t0': {late_t0} exceed ddpm.T = {T}")
     return errors
+
+
+def _generation_errors(config: dict) -> list[str]:
+    """The generation arm's grid: its priors are snapshots of the DIP fit, its samples
+    from noise have a full model to start at T from, and a cell from noise that
+    ``ddpm.sample.generate`` also asks for is asked for with one sample count."""
+    ddpm, dip = config["ddpm"], config["dip"]
+    generation, T = ddpm["generation"], ddpm.get("T", 1000)
+    errors = []
+    snapshots = set(dip.get("snapshots", [])) | {dip.get("iters", 3000)}
+    prior_iters = generation.get("prior_iters")
+    listed = prior_iters if isinstance(prior_iters, list) else [prior_iters]
+    for iters in listed:
+        if iters is not None and iters not in snapshots:
+            errors.append(
+                f"'ddpm.generation.prior_iters' {iters} is not a DIP snapshot (dip.snapshots "
+                f"{dip.get('snapshots')} or dip.iters {dip.get('iters')}): a generation prior "
+                "is the fit's output at one of them"
+            )
+    if generation.get("own_part") and not (config.get("metrics") or {}).get("classifier"):
+        errors.append(
+            "'ddpm.generation.own_part' is true, but only the generation part's scores "
+            "(which need metrics.classifier, not set) would build its cells: set the "
+            "classifier or leave own_part false"
+        )
+    noise = generation.get("noise")
+    if not noise:
+        return errors
+    if not any(m["mode"] == "full" or m.get("t_max") == T for m in ddpm["modes"]):
+        errors.append(
+            "'ddpm.generation.noise' asks for samples from noise at T, but ddpm.modes has no "
+            f"model trained up to T = {T} (add the mode 'full')"
+        )
+    shared = _shared_noise_cells(config, noise)
+    count = ddpm["sample"].get("generate", 0)
+    if shared and count and count != noise["generate"]:
+        errors.append(
+            f"'ddpm.generation.noise.generate' {noise['generate']} differs from "
+            f"ddpm.sample.generate {count}, and both ask for the samples from noise at steps "
+            f"{sorted({s for s, _ in shared})} with seeds {sorted({d for _, d in shared})}: "
+            "one cell holds one sample set; make the counts equal or the steps or seeds "
+            "disjoint"
+        )
+    return errors
+
+
+def _shared_noise_cells(config: dict, noise: dict) -> set[tuple[int, int]]:
+    """(steps, seed) of the cells from noise both ddpm.sample and ddpm.generation.noise
+    ask for (the models are the same: every full model at its final checkpoint)."""
+    ddpm = config["ddpm"]
+    generation, sample = ddpm["generation"], ddpm["sample"]
+    steps = generation.get("steps", 25)
+    seeds = generation.get("seeds") or sample["seeds"]
+    noise_steps = noise.get("steps") or (steps if isinstance(steps, list) else [steps])
+    wanted = set(itertools.product(noise_steps, noise.get("seeds") or seeds))
+    return wanted & set(itertools.product(sample["steps"], sample["seeds"]))
 
 
 def _block_errors(config: dict) -> list[str]:
@@ -668,7 +725,12 @@ def _grid_value_lists(config: dict) -> Iterator[tuple[str, object]]:
     sample = _section(ddpm, "sample")
     for field in ("t0", "steps", "lam", "window", "k", "seeds", "prior_iters"):
         yield f"ddpm.sample.{field}", sample.get(field)
-    yield "ddpm.generation.t0", _section(ddpm, "generation").get("t0")
+    generation = _section(ddpm, "generation")
+    for field in ("t0", "steps", "seeds", "obs_seeds", "prior_iters"):
+        yield f"ddpm.generation.{field}", generation.get(field)
+    noise = _section(generation, "noise")
+    for field in ("steps", "seeds"):
+        yield f"ddpm.generation.noise.{field}", noise.get(field)
     es = _section(config, "earlystop")
     for field in ("datasets", "budgets", "wmv_windows", "loo_taus", "loo_patiences"):
         yield f"earlystop.{field}", es.get(field)

@@ -645,12 +645,77 @@ def generation_score_identity(kind):
     return identity
 
 
-# One row per setting, with the other tables (results/ is the run's; a study part that
-# keeps it commits a copy, as for the classifier's store).
-GENERATION_SUMMARY = f"{grid.TABLES}/generation.csv"
+# One row per setting, with the part's curves, figure and section in ddpm.generation.out
+# (results/ is the run's; the study sets a folder it commits, as for the classifier).
+GENERATION_DIR = (grid.generation(config) or {}).get(
+    "out", f"{grid.RESULTS}/generation"
+)
+GENERATION_SUMMARY = f"{GENERATION_DIR}/generation.csv"
+
+
+def generation_output(name):
+    return f"{GENERATION_DIR}/{name}"
+
+
+def generation_section_targets():
+    """The curves table, figure and section: only where DIP-started settings are scored."""
+    if not (CLASSIFIER and grid.generation_settings(config, grid.SAMPLE)):
+        return []
+    names = ("generation_curves.csv", "generation_curves.png", "generation.md")
+    return [generation_output(name) for name in names]
 
 
 def generation_targets():
-    """The generation part: every setting's scores and their summary table."""
+    """The generation part: every setting's scores, their summary table and (with
+    DIP-started settings) the curves and the section."""
     scores = generation_score_targets()
-    return scores + [GENERATION_SUMMARY] if scores else []
+    if not scores:
+        return []
+    return scores + [GENERATION_SUMMARY] + generation_section_targets()
+
+
+def generation_cell_records():
+    """The params.json of every generation cell (its measured seconds and NFE)."""
+    cells = [
+        (kind, cell)
+        for kind in GENERATION_KINDS
+        for setting in grid.generation_settings(config, kind)
+        for cell in grid.setting_cells(config, kind, setting)
+    ]
+    return [kind.path(cell, "params.json") for kind, cell in cells]
+
+
+def generation_prior_metrics():
+    """The per-image metrics (with the fit's seconds at each snapshot) of the generation
+    priors: their prior-store copies when one is configured."""
+    paths = files(grid.DIP, grid.design.generation_dip_cells(config), "metrics.csv")
+    return [grid.in_store(p, PRIOR_STORE) for p in paths] if PRIOR_STORE else paths
+
+
+def generation_section_settings():
+    """What the section quotes besides the tables: the priors' data, task and fit, the
+    chain, the reference set and the scoring settings."""
+    gen, ddpm, metrics = config["ddpm"]["generation"], config["ddpm"], config["metrics"]
+    datasets = config["data"]["datasets"]
+    noise = grid.design.generation_noise(config)
+    return {
+        "dataset": gen["dataset"],
+        "dataset_spec": datasets[gen["dataset"]],
+        "task": gen["task"],
+        "task_spec": config["tasks"][gen["task"]],
+        "prior_arch": grid.prior_archs(config)[0],
+        "dip_iters": config["dip"]["iters"],
+        "T": ddpm["T"],
+        "schedule": ddpm["schedule"],
+        "sampler": ddpm["sample"]["sampler"],
+        "eta": ddpm["sample"]["eta"],
+        "train_dataset": ddpm["dataset"],
+        "reference": metrics["reference"],
+        "reference_spec": datasets[metrics["reference"]],
+        "noise_per_seed": noise["generate"] if noise else ddpm["sample"]["generate"],
+    }
+
+
+def generate_count(wildcards):
+    """Samples per seed of a cell from noise (rule generate_ddpm)."""
+    return grid.design.generate_count(config, dict(wildcards))

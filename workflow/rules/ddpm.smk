@@ -201,7 +201,7 @@ rule generate_ddpm:
         runtime=120,
     params:
         identity=lambda wc: cell_of(grid.GENERATE, wc),
-        n=config["ddpm"]["sample"]["generate"],
+        n=generate_count,
         weights=config["metrics"]["inception_weights"],
         device=config["device"],
     script:

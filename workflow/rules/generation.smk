@@ -87,3 +87,29 @@ if CLASSIFIER:
             "../../environment.yml"
         script:
             "../../scripts/summarise_generation.py"
+
+    # The part's answer: quality and diversity against NFE and seconds per sample, from
+    # noise and from the DIP priors at each t0 and duration (table, figure, section).
+    rule report_generation:
+        input:
+            scores=GENERATION_SUMMARY,
+            cells=lambda wc: generation_cell_records(),
+            priors=lambda wc: generation_prior_metrics(),
+            classifier=classifier_weights().replace(".pt", ".json"),
+        output:
+            curves=generation_output("generation_curves.csv"),
+            figure=report(
+                generation_output("generation_curves.png"),
+                caption="../report/generation.rst",
+                category="Generation",
+            ),
+            pdf=generation_output("generation_curves.pdf"),
+            section=generation_output("generation.md"),
+        log:
+            f"{grid.LOGS}/report_generation.log",
+        conda:
+            "../../environment.yml"
+        params:
+            settings=lambda wc: generation_section_settings(),
+        script:
+            "../../scripts/report_generation.py"

@@ -85,21 +85,8 @@ def dip_cells(config: Mapping) -> list[dict[str, str]]:
                 dip_seed=seed,
             )
         )
-    gen = generation(config)
-    if gen:
-        arch = prior_archs(config)[0]
-        for obs, seed in itertools.product(observation_seeds(config), config["dip"]["seeds"]):
-            cells.append(
-                _cell(
-                    DIP,
-                    purpose="generation",
-                    dataset=gen["dataset"],
-                    task=gen["task"],
-                    obs_seed=obs,
-                    arch=arch,
-                    dip_seed=seed,
-                )
-            )
+    if not generation_own_part(config):
+        cells += generation_dip_cells(config)
     cells += [training_prior_cell(config, m) for m in prior_modes(config)]
     return _unique(cells)
 
@@ -435,19 +422,96 @@ def _convergence_cells(config: Mapping) -> list[dict[str, str]]:
 
 
 def _generation_cells(config: Mapping) -> list[dict[str, str]]:
-    """Example 1, generation variant: DIP fits of training images diffused to a large t0."""
+    """The DIP-started generation cells the Example 1 grid holds: all of them, unless the
+    generation arm is a part of its own (``ddpm.generation.own_part``)."""
+    return [] if generation_own_part(config) else generation_sample_cells(config)
+
+
+def generation_own_part(config: Mapping) -> bool:
+    """Whether the generation arm's cells belong to the ``generation`` target only (as the
+    prior-training comparison's do), so no other part fits or samples them."""
+    gen = generation(config)
+    return bool(gen and gen.get("own_part", False))
+
+
+def generation_steps(config: Mapping) -> list[int]:
+    """The reverse-step counts of the DIP-started generation cells (one value or a list)."""
+    return _as_list(generation(config)["steps"])
+
+
+def generation_seeds(config: Mapping) -> list[int]:
+    """The sample seeds of the DIP-started generation cells (default ``ddpm.sample.seeds``)."""
+    gen = generation(config)
+    return list(gen["seeds"]) if gen.get("seeds") else list(config["ddpm"]["sample"]["seeds"])
+
+
+def generation_obs_seeds(config: Mapping) -> list[int]:
+    """The observation seeds of the generation priors' fits (default observation_seeds)."""
+    gen = generation(config)
+    return list(gen["obs_seeds"]) if gen.get("obs_seeds") else observation_seeds(config)
+
+
+def generation_prior_iters(config: Mapping) -> list[int]:
+    """The DIP durations whose outputs seed the generation cells (one value or a list;
+    default the longest of ``ddpm.sample.prior_iters``)."""
+    gen = generation(config)
+    if gen.get("prior_iters") is not None:
+        return _as_list(gen["prior_iters"])
+    return [max(prior_iters(config))]
+
+
+def generation_noise(config: Mapping) -> dict[str, Any] | None:
+    """The generation arm's samples from noise (``ddpm.generation.noise``) with its
+    defaults filled in: the generation steps and seeds; None without the key."""
+    gen = generation(config)
+    noise = (gen or {}).get("noise")
+    if not noise:
+        return None
+    return {
+        "generate": int(noise["generate"]),
+        "steps": _as_list(noise.get("steps") or generation_steps(config)),
+        "seeds": list(noise.get("seeds") or generation_seeds(config)),
+    }
+
+
+def generation_dip_cells(config: Mapping) -> list[dict[str, str]]:
+    """The DIP fits that seed the generation cells: the generation dataset through its
+    task, each of its observation seeds x DIP seed, with the first prior architecture."""
     gen = generation(config)
     if not gen:
         return []
-    sample = config["ddpm"]["sample"]
+    arch = prior_archs(config)[0]
+    return [
+        _cell(
+            DIP,
+            purpose="generation",
+            dataset=gen["dataset"],
+            task=gen["task"],
+            obs_seed=obs,
+            arch=arch,
+            dip_seed=seed,
+        )
+        for obs, seed in itertools.product(generation_obs_seeds(config), config["dip"]["seeds"])
+    ]
+
+
+def generation_sample_cells(config: Mapping) -> list[dict[str, str]]:
+    """Example 1, generation variant: DIP fits of training images diffused to a large t0,
+    at every t0 a model serves x prior duration x step count x sample seed."""
+    gen = generation(config)
+    if not gen:
+        return []
+    observations = [
+        {"dataset": gen["dataset"], "task": gen["task"], "obs_seed": obs}
+        for obs in generation_obs_seeds(config)
+    ]
     cells = []
-    for obs, model in itertools.product(
-        _observations(config, gen["dataset"], gen["task"]), _model_axes(config)
-    ):
-        for t0, prior, seed in itertools.product(
+    for obs, model in itertools.product(observations, _model_axes(config)):
+        for t0, prior, steps, seed in itertools.product(
             gen["t0"],
-            _prior_axes(config, "dip", [max(prior_iters(config))], prior_archs(config)[:1]),
-            sample["seeds"],
+            _prior_axes(config, "dip", generation_prior_iters(config), prior_archs(config)[:1]),
+            generation_steps(config),
+            generation_seeds(config),
         ):
             if t0 <= int(model["t_max"]):
                 cells.append(
@@ -463,11 +527,11 @@ def _generation_cells(config: Mapping) -> list[dict[str, str]]:
                         window=None,
                         k=1,
                         **_sampler(config),
-                        steps=gen["steps"],
+                        steps=steps,
                         sample_seed=seed,
                     )
                 )
-    return cells
+    return _unique(cells)
 
 
 def generate_cells(config: Mapping) -> list[dict[str, str]]:
@@ -475,22 +539,45 @@ def generate_cells(config: Mapping) -> list[dict[str, str]]:
     sample = config["ddpm"]["sample"]
     if not sample["generate"]:
         return []
+    return _noise_cells(config, sample["steps"], sample["seeds"])
+
+
+def _noise_cells(config: Mapping, steps: list[int], seeds: list[int]) -> list[dict[str, str]]:
     T = config["ddpm"]["T"]
     return [
-        _cell(GENERATE, **model, **_sampler(config), steps=steps, sample_seed=seed)
-        for model, steps, seed in itertools.product(
-            _model_axes(config), sample["steps"], sample["seeds"]
-        )
+        _cell(GENERATE, **model, **_sampler(config), steps=n, sample_seed=seed)
+        for model, n, seed in itertools.product(_model_axes(config), steps, seeds)
         if int(model["t_max"]) == T
     ]
 
 
-def _generation_cells_of(config: Mapping, kind: Kind) -> list[dict[str, str]]:
-    """The generation cells of a kind: DIP-started (sample) or from noise (generate)."""
-    if kind is SAMPLE:
-        return _generation_cells(config)
-    if kind is GENERATE:
+def generation_noise_cells(config: Mapping) -> list[dict[str, str]]:
+    """The generation arm's samples from noise: ``ddpm.generation.noise``'s steps and
+    seeds, or, without it, the unconditional samples of ``ddpm.sample`` (generate_cells)."""
+    noise = generation_noise(config)
+    if noise is None:
         return generate_cells(config)
+    return _noise_cells(config, noise["steps"], noise["seeds"])
+
+
+def generate_count(config: Mapping, cell: Mapping[str, Any]) -> int:
+    """Samples per seed of a cell from noise: ``ddpm.generation.noise.generate`` for the
+    generation arm's cells, else ``ddpm.sample.generate`` (the config checks refuse a cell
+    that both ask for with two counts)."""
+    noise = generation_noise(config)
+    if noise is not None:
+        wanted = GENERATE.identity(dict(cell))
+        if wanted in generation_noise_cells(config):
+            return noise["generate"]
+    return int(config["ddpm"]["sample"]["generate"])
+
+
+def _generation_cells_of(config: Mapping, kind: Kind) -> list[dict[str, str]]:
+    """The generation arm's cells of a kind: DIP-started (sample) or from noise (generate)."""
+    if kind is SAMPLE:
+        return generation_sample_cells(config)
+    if kind is GENERATE:
+        return generation_noise_cells(config)
     raise ValueError(f"{kind.name} cells are not generation cells")
 
 
@@ -680,10 +767,14 @@ def cells(config: Mapping) -> dict[str, list[dict[str, str]]]:
     return {
         "clean": clean_cells(config),
         "observation": observation_cells(config),
-        "dip": dip_cells(config),
+        "dip": _unique(dip_cells(config) + generation_dip_cells(config)),
         "train": _unique(train_cells(config) + prior_training_train_cells(config)),
-        "sample": _unique(sample_cells(config) + prior_training_sample_cells(config)),
-        "generate": generate_cells(config),
+        "sample": _unique(
+            sample_cells(config)
+            + prior_training_sample_cells(config)
+            + generation_sample_cells(config)
+        ),
+        "generate": _unique(generate_cells(config) + generation_noise_cells(config)),
         "earlystop": _unique(earlystop_cells(config) + earlystop_ablation_cells(config)),
         "guided": guided_cells(config),
     }

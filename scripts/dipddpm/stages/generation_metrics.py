@@ -355,16 +355,39 @@ def _diversity_columns(
     flat_feats = grouped_feats.reshape(seeds * per_seed, -1)
     flat = samples.reshape(seeds * per_seed, *samples.shape[2:])
     overall = len(flat) >= 2
+    low, high = _half_sample_interval(flat_feats)
     return {
         "diversity_within_prior_feature": within["feature"],
         "diversity_within_prior_pixel_rms": within["pixel"],
         "diversity_all_feature": (
             genmetrics.mean_pairwise_feature_distance(flat_feats) if overall else math.nan
         ),
+        "diversity_all_feature_ci_low": low,
+        "diversity_all_feature_ci_high": high,
         "diversity_all_pixel_rms": (
             genmetrics.mean_pairwise_pixel_distance(flat) if overall else math.nan
         ),
     }
+
+
+def _half_sample_interval(
+    feats: np.ndarray, n_subsets: int = genmetrics.KID_SUBSETS, seed: int = genmetrics.KID_SEED
+) -> tuple[float, float]:
+    """95 % interval of the mean pairwise feature distance from half-samples, as for KID
+    (a half-sample of n items varies about as much as an independent sample of n)."""
+    half = len(feats) // 2
+    if half < 2:
+        return math.nan, math.nan
+    distances = genmetrics.pairwise_distances(feats, feats)
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(int(n_subsets)):
+        pick = rng.choice(len(feats), half, replace=False)
+        block = distances[np.ix_(pick, pick)]
+        values.append((block.sum() - np.trace(block)) / (half * (half - 1)))
+    tail = 100.0 * (1.0 - genmetrics.CI_LEVEL) / 2.0
+    low, high = np.percentile(values, [tail, 100.0 - tail])
+    return float(low), float(high)
 
 
 def _coverage_columns(preds: np.ndarray) -> dict[str, Any]:
@@ -454,3 +477,40 @@ def summarise_generation(score_csvs: Sequence, out_csv) -> pd.DataFrame:
     save_csv(out_csv, table)
     log.info("summarised %d generation settings into %s", len(table), out_csv)
     return table
+
+
+# -------------------------------------------------------------------------- section
+
+
+def report_generation(
+    scores_csv,
+    cell_jsons: Sequence,
+    prior_metrics_csvs: Sequence,
+    classifier_json,
+    out_curves,
+    out_figure,
+    out_section,
+    *,
+    settings: dict,
+) -> pd.DataFrame:
+    """The part's curves table, figure (``out_figure``: its PNG; a PDF goes next to it)
+    and section, from the summary of every setting's scores, each generation cell's
+    ``params.json``, the priors' DIP ``metrics.csv`` and the classifier's record."""
+    from .. import generation_report
+    from ..io import save_text
+
+    scores = pd.read_csv(scores_csv, dtype={c: str for c in generation_report.SETTING_COLUMNS})
+    records = [load_json(path) for path in cell_jsons]
+    priors = [pd.read_csv(path) for path in prior_metrics_csvs]
+    prior_metrics = pd.concat(priors, ignore_index=True) if priors else pd.DataFrame()
+    curves = generation_report.curves_table(scores, records, prior_metrics)
+    comparisons = generation_report.equal_nfe_comparisons(curves)
+    save_csv(out_curves, curves)
+    figure = Path(out_figure)
+    generation_report.curves_figure(curves, figure.with_suffix(""))
+    section = generation_report.generation_section(
+        curves, comparisons, load_json(classifier_json), settings, figure=figure.name
+    )
+    save_text(out_section, section)
+    log.info("generation section: %d settings, %d equal-NFE pairs", len(curves), len(comparisons))
+    return curves
