@@ -323,9 +323,14 @@ def auto_t0_priors():
 
 
 def example1_targets():
-    """The Example 1 part: every sampling cell and the study's answer tables."""
+    """The Example 1 part: every sampling cell and the study's answer tables, and where
+    example1.out is set (the study's committed folder; the schema fills in the default
+    results/example1 for every other config) the qualitative figure."""
     tables = [f"{EXAMPLE1_DIR}/{name}.csv" for name in EXAMPLE1_TABLES]
-    return sample_targets() + tables
+    figure = [f"{EXAMPLE1_DIR}/qualitative.png"]
+    if EXAMPLE1_DIR == f"{grid.RESULTS}/example1":
+        figure = []
+    return sample_targets() + tables + figure
 
 
 def model_targets():

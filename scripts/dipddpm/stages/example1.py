@@ -13,6 +13,7 @@ from functools import cache
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from .. import (
     aggregate,
@@ -25,6 +26,7 @@ from .. import (
     example1_steps,
     grid,
 )
+from .. import example1_qualitative as qualitative
 from ..io import load_json, load_npz, save_csv, save_text
 from ..operators import Operator
 from .dip import load_prior
@@ -137,3 +139,93 @@ def prior_lookup(npz_files) -> example1_auto_t0.PriorLookup:
         return load_prior(by_cell[key], int(iters))
 
     return lambda identity: load(tuple(identity[c] for c in columns), identity["iters"])
+
+
+def draw_qualitative(
+    observations,
+    priors,
+    models,
+    plan,
+    tuning: int,
+    stem,
+    device: str = "auto",
+    threads: int = 1,
+    count: int = qualitative.COUNT,
+) -> list[Path]:
+    """Example 1's qualitative figure (:mod:`dipddpm.example1_qualitative`) from the
+    observations (``degraded.npz``, each beside its ``params.json``), the stored DIP priors
+    and the stored model weights that a ``plan`` (:func:`qualitative.qualitative_plan`)
+    names. Each DDPM column is its sampling cell run again as
+    :func:`dipddpm.stages.ddpm.run_sample_cell` runs it (the whole image set, the cell's
+    seed), so the images and PSNRs shown are the cell's own; ``count`` evaluation images
+    per task are shown (never a tuning image, every ``tuning``-th)."""
+    from .ddpm import load_for_sampling, load_observation
+
+    loaded = {}
+    blocks = []
+    for block in plan:
+        npz = qualitative.find_input(observations, block["observation"], "observation")
+        data, task, operator = load_observation(npz, Path(npz).with_name("params.json"))
+        prior_npz = qualitative.find_input(priors, block["prior"], "DIP prior")
+        names = data.get("names")
+        stored = load_npz(prior_npz).get("names")
+        if names is not None and stored is not None and list(stored) != list(names):
+            raise ValueError(f"{prior_npz} holds other images than {npz}")
+        clean, observed = data["clean"], data["observed"]
+        title = qualitative.observation_title(task["kind"], observed.shape)
+        upsampled = operator.pinv(torch.as_tensor(observed)).numpy()
+        columns = [qualitative.Column(title, observed, scored=upsampled)]
+        columns += [
+            qualitative.Column(f"DIP {iters} it", load_prior(prior_npz, iters))
+            for iters in block["dip_iters"]
+        ]
+        for column in block["samples"]:
+            cell = column["cell"]
+            ckpt = qualitative.find_checkpoint(models, cell)
+            if ckpt not in loaded:
+                loaded[ckpt] = load_for_sampling(ckpt, device, threads)
+            restored = _restore_cell(cell, ckpt, loaded[ckpt], data, task, operator, prior_npz)
+            columns.append(qualitative.Column(column["title"], restored))
+        columns.append(qualitative.Column("clean", clean, reference=True))
+        indices = qualitative.evaluation_images(len(clean), tuning, count)
+        panels = qualitative.build_panels(columns, clean, indices)
+        for panel in panels:
+            if panel.psnr is not None:
+                shown = ", ".join(f"{v:.2f}" for v in panel.psnr)
+                label = panel.title.replace("\n", " ")
+                log.info("%s, %s: PSNR %s dB (images %s)", block["task"], label, shown, indices)
+        labels = [
+            qualitative.image_label(i, None if names is None else str(names[i])) for i in indices
+        ]
+        heading = f"{block['task']} ({block['observation']['dataset']}, observation seed "
+        heading += f"{block['observation']['obs_seed']}): PSNR (dB) on each image"
+        blocks.append(qualitative.Block(heading, labels, panels))
+    return qualitative.qualitative_figure(blocks, stem)
+
+
+def _restore_cell(cell: dict, ckpt, loaded, data: dict, task: dict, operator, prior_npz):
+    """The restored images (N, 3, H, W) of one sampling cell, sampled with the existing
+    sampling functions exactly as run_sample_cell samples them."""
+    from ..ddpm.sample import Consistency, sample_k
+    from .ddpm import check_trained_range, dip_guide, start_point, start_step
+
+    model, diffusion, meta, _ = loaded
+    start, lam, k = cell["start"], float(cell["lam"]), int(cell["k"])
+    prior = load_prior(prior_npz, int(cell["iters"])) if start == "dip" else None
+    t_start = start_step(start, diffusion, task, cell["t0"])
+    check_trained_range(meta, t_start, ckpt)
+    result = sample_k(
+        model,
+        diffusion,
+        lambda g: start_point(start, diffusion, data, task, prior, cell["t0"], g)[0],
+        t_start,
+        min(int(cell["steps"]), t_start),
+        k,
+        cell["sampler"],
+        float(cell["eta"]),
+        guide=dip_guide(prior, lam, cell["window"], t_start),
+        consistency=Consistency.for_task(operator, data["observed"]),
+        generator=torch.Generator().manual_seed(int(cell["sample_seed"])),
+        progress=False,
+    )
+    return result.mean
