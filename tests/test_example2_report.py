@@ -392,3 +392,16 @@ def test_the_section_is_filled_and_its_figures_written(workdir, section):
         assert (workdir / "section" / "figures" / f"example2_{name}.png").stat().st_size > 1000
         assert f"(figures/example2_{name}.png)" in section
     assert (workdir / "section" / "example2.md").read_text() == section
+
+
+def test_a_comparison_without_a_note_reads_no_nan():
+    from dipddpm.example2_report import comparison_phrase
+
+    row = pd.Series(
+        {"b": "oracle", "mean_diff": 0.47, "ci_low": 0.39, "ci_high": 0.59}
+        | {"significance_reachable": True, "verdict": "hurts", "p_holm": 0.0586}
+        | {"note": float("nan")}
+    )
+    text = comparison_phrase(row)
+    assert text == "against oracle: +0.47 dB [+0.39, +0.59], hurts (Holm p = 0.0586)"
+    assert "nan" not in comparison_phrase(row.drop("note"))

@@ -326,12 +326,17 @@ def comparison_phrase(row: pd.Series) -> str:
     text = (
         f"against {row['b']}: {row['mean_diff']:+.2f} dB {interval(row['ci_low'], row['ci_high'])}"
     )
+    note = _note(row)
     if not _true(row["significance_reachable"]):
-        return f"{text}; {row['note']}"
+        return f"{text}; {note}" if note else text
     text += f", {row['verdict']} (Holm p = {row['p_holm']:.3g})"
-    if str(row.get("note") or ""):
-        text += f"; {row['note']}"
-    return text
+    return f"{text}; {note}" if note else text
+
+
+def _note(row: pd.Series) -> str:
+    """The comparison's note, empty when it has none (a CSV reads a missing one as NaN)."""
+    note = row.get("note")
+    return "" if note is None or pd.isna(note) else str(note)
 
 
 def answer(
