@@ -57,6 +57,8 @@ def test_an_example2_answer_is_read_from_its_section(tmp_path):
     )
     assert "No part of the study" not in text
     # The section's answer may also sit under an "### Answer" heading.
-    (tmp_path / "earlystop/example2.md").write_text("## E2\n\n### Answer\n\nNone is.\n")
+    (tmp_path / "earlystop/example2.md").write_text(
+        "## E2\n\n### Answer\n\nNone is.\n\nThe gap is 0.5 dB.\n\n#### Table\n\nx\n"
+    )
     text = study_report.render_study_report(tmp_path, "0", {})
-    assert "**Example 2** (early stopping): None is." in text
+    assert "**Example 2** (early stopping): None is. The gap is 0.5 dB.\n" in text

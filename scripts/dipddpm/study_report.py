@@ -224,12 +224,17 @@ def generation_answer(root: Path) -> str | None:
 
 
 def _answer_paragraph(text: str, prefix: str) -> str | None:
-    """A section's answer, with ``prefix``: the paragraph under its ``### Answer``
-    heading, or the paragraph that starts with ``**Answer**``."""
+    """A section's answer, with ``prefix``: the paragraphs under its ``### Answer``
+    heading (up to the next heading), or the paragraph that starts with ``**Answer**``."""
     paragraphs = [p.strip() for p in text.split("\n\n")]
     for i, paragraph in enumerate(paragraphs):
         if paragraph == "### Answer" and i + 1 < len(paragraphs):
-            return prefix + " ".join(paragraphs[i + 1].split())
+            body = []
+            for following in paragraphs[i + 1 :]:
+                if following.startswith("#"):
+                    break
+                body.append(" ".join(following.split()))
+            return prefix + " ".join(body)
         if paragraph.startswith("**Answer**"):
             body = paragraph[len("**Answer**") :].lstrip(" :.")
             return prefix + " ".join(body.split())
