@@ -60,7 +60,7 @@ from ..dip.fit import DIPFitter, derive_seed, psnr_from_mse
 from ..dip.recording import ChunkRecorder, merge_chunks
 from ..operators import Operator
 from .registry import Problem, TrainingVariant, VariantRun, register_variant
-from .run import _check_batch, training_variant
+from .run import make_problem, training_variant
 from .table import TABLE_COLUMNS, ssim_of, table_row
 
 FORMS = ("red", "mix")
@@ -533,23 +533,22 @@ def run_guided(
     ``lam = 0`` this fit is plain DIP, the reference a guided fit is paired with).
     ``rule_params``: the variant's keys (``GUIDED_DEFAULTS``)."""
     training = training_variant("guided", {"final_iters": iters}, rule_params)
-    device = torch.device(device)
-    problem = Problem(
-        clean=np.asarray(clean, dtype=np.float32),
-        observed=torch.as_tensor(np.asarray(observed, dtype=np.float32), device=device),
-        operator=operator.to(device),
-        sigma_task=sigma_task,
-        kind=kind,
-        arch_params=arch_params,
-        seeds=seeds,
-        fitter_args=dict(
-            lr=lr, reg_noise_std=reg_noise_std, exp_weight=exp_weight, backtrack=backtrack
-        ),
-        device=device,
-        progress=progress,
-        log_every=log_every,
+    fitter_args = dict(
+        lr=lr, reg_noise_std=reg_noise_std, exp_weight=exp_weight, backtrack=backtrack
     )
-    _check_batch(problem)
+    problem = make_problem(
+        clean,
+        observed,
+        operator,
+        sigma_task,
+        kind,
+        arch_params,
+        seeds,
+        fitter_args,
+        device,
+        progress,
+        log_every,
+    )
     return training.fit(problem)
 
 

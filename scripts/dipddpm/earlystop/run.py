@@ -98,23 +98,22 @@ def run_earlystop_cell(
     training = training_variant(variant, settings, rule_params)
     bp = merge_params("baseline_params", baseline_params, baseline_defaults())
     check_plain_settings(bp)  # before any fit: a bad key must not cost the variant's fit
-    device = torch.device(device)
-    problem = Problem(
-        clean=np.asarray(clean, dtype=np.float32),
-        observed=torch.as_tensor(np.asarray(observed, dtype=np.float32), device=device),
-        operator=operator.to(device),
-        sigma_task=sigma_task,
-        kind=kind,
-        arch_params=arch_params,
-        seeds=seeds,
-        fitter_args=dict(
-            lr=lr, reg_noise_std=reg_noise_std, exp_weight=exp_weight, backtrack=backtrack
-        ),
-        device=device,
-        progress=progress,
-        log_every=log_every,
+    fitter_args = dict(
+        lr=lr, reg_noise_std=reg_noise_std, exp_weight=exp_weight, backtrack=backtrack
     )
-    _check_batch(problem)
+    problem = make_problem(
+        clean,
+        observed,
+        operator,
+        sigma_task,
+        kind,
+        arch_params,
+        seeds,
+        fitter_args,
+        device,
+        progress,
+        log_every,
+    )
     fitted = training.fit(problem)
     plain, plain_iters, every = plain_fit(problem, bp, fitted.total_iters)
     baselines = evaluate_baselines(plain.trajectory, plain.snapshots, problem.clean, sigma_task, bp)
@@ -131,6 +130,39 @@ def run_earlystop_cell(
     return EarlyStopResult(
         table, fitted.curves, fitted.stops, fitted.outputs_at_stop, plain.trajectory, info
     )
+
+
+def make_problem(
+    clean: np.ndarray,
+    observed: np.ndarray,
+    operator: Operator,
+    sigma_task: float,
+    kind: str,
+    arch_params: dict | None,
+    seeds: Sequence[int],
+    fitter_args: dict,
+    device: torch.device | str,
+    progress: bool,
+    log_every: int,
+) -> Problem:
+    """The images of one cell as every training variant reads them, on ``device``, with
+    the batch checked (one seed per image, matching shapes)."""
+    device = torch.device(device)
+    problem = Problem(
+        clean=np.asarray(clean, dtype=np.float32),
+        observed=torch.as_tensor(np.asarray(observed, dtype=np.float32), device=device),
+        operator=operator.to(device),
+        sigma_task=sigma_task,
+        kind=kind,
+        arch_params=arch_params,
+        seeds=seeds,
+        fitter_args=fitter_args,
+        device=device,
+        progress=progress,
+        log_every=log_every,
+    )
+    _check_batch(problem)
+    return problem
 
 
 def training_variant(name: str, settings: dict, rule_params: dict | None) -> TrainingVariant:

@@ -188,6 +188,33 @@ def load_for_sampling(ckpt, device: str, threads: int):
     return (*load_model(ckpt, dev), dev)
 
 
+def restore(
+    cell: dict, loaded, ckpt, data: dict, task: dict, operator, prior, progress: bool = True
+):
+    """Sample one sampling cell's restoration of ``data`` (its start, t0, sampler, eta,
+    steps, lam, window, k and sample seed) with ``loaded`` = (model, diffusion, meta) and
+    the cell's ``prior`` (None unless it starts from DIP); returns (t_start, result)."""
+    model, diffusion, meta = loaded
+    start, lam, k = cell["start"], float(cell["lam"]), int(cell["k"])
+    t_start = start_step(start, diffusion, task, cell["t0"])
+    check_trained_range(meta, t_start, ckpt)
+    result = sample_k(
+        model,
+        diffusion,
+        lambda g: start_point(start, diffusion, data, task, prior, cell["t0"], g)[0],
+        t_start,
+        min(int(cell["steps"]), t_start),
+        k,
+        cell["sampler"],
+        float(cell["eta"]),
+        guide=dip_guide(prior, lam, cell["window"], t_start),
+        consistency=Consistency.for_task(operator, data["observed"]),
+        generator=torch.Generator().manual_seed(int(cell["sample_seed"])),
+        progress=progress,
+    )
+    return t_start, result
+
+
 def run_sample_cell(
     ckpt,
     degraded_npz,
@@ -217,21 +244,7 @@ def run_sample_cell(
     data, task, operator = load_observation(degraded_npz, degraded_json)
     prior = None if prior_npz is None else load_prior(prior_npz, int(cell["iters"]))
     start, lam, k = cell["start"], float(cell["lam"]), int(cell["k"])
-    t_start = start_step(start, diffusion, task, cell["t0"])
-    check_trained_range(meta, t_start, ckpt)
-    result = sample_k(
-        model,
-        diffusion,
-        lambda g: start_point(start, diffusion, data, task, prior, cell["t0"], g)[0],
-        t_start,
-        min(int(cell["steps"]), t_start),
-        k,
-        cell["sampler"],
-        float(cell["eta"]),
-        guide=dip_guide(prior, lam, cell["window"], t_start),
-        consistency=Consistency.for_task(operator, data["observed"]),
-        generator=torch.Generator().manual_seed(int(cell["sample_seed"])),
-    )
+    t_start, result = restore(cell, (model, diffusion, meta), ckpt, data, task, operator, prior)
     chain_nfe = result.nfe // k
     metrics = per_image_metrics(result.mean, data["clean"])
     method = method_name(start, lam)

@@ -204,28 +204,11 @@ def draw_qualitative(
 
 
 def _restore_cell(cell: dict, ckpt, loaded, data: dict, task: dict, operator, prior_npz):
-    """The restored images (N, 3, H, W) of one sampling cell, sampled with the existing
-    sampling functions exactly as run_sample_cell samples them."""
-    from ..ddpm.sample import Consistency, sample_k
-    from .ddpm import check_trained_range, dip_guide, start_point, start_step
+    """The restored images (N, 3, H, W) of one sampling cell, sampled exactly as
+    run_sample_cell samples them (``stages.ddpm.restore``)."""
+    from .ddpm import restore
 
     model, diffusion, meta, _ = loaded
-    start, lam, k = cell["start"], float(cell["lam"]), int(cell["k"])
-    prior = load_prior(prior_npz, int(cell["iters"])) if start == "dip" else None
-    t_start = start_step(start, diffusion, task, cell["t0"])
-    check_trained_range(meta, t_start, ckpt)
-    result = sample_k(
-        model,
-        diffusion,
-        lambda g: start_point(start, diffusion, data, task, prior, cell["t0"], g)[0],
-        t_start,
-        min(int(cell["steps"]), t_start),
-        k,
-        cell["sampler"],
-        float(cell["eta"]),
-        guide=dip_guide(prior, lam, cell["window"], t_start),
-        consistency=Consistency.for_task(operator, data["observed"]),
-        generator=torch.Generator().manual_seed(int(cell["sample_seed"])),
-        progress=False,
-    )
+    prior = load_prior(prior_npz, int(cell["iters"])) if cell["start"] == "dip" else None
+    _, result = restore(cell, (model, diffusion, meta), ckpt, data, task, operator, prior, False)
     return result.mean
