@@ -128,7 +128,10 @@ def crops_figure(
             title, image = panels[c]
             array = np.clip(np.asarray(image, dtype=np.float32), 0, 1)
             array = array[0] if array.shape[0] == 1 else np.transpose(array, (1, 2, 0))
-            ax.imshow(array, cmap="gray" if array.ndim == 2 else None, vmin=0, vmax=1)
+            # Nearest: each crop pixel a block, as it is (no smoothing that hides noise),
+            # and a PNG that compresses.
+            cmap = "gray" if array.ndim == 2 else None
+            ax.imshow(array, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
             ax.set_title(title, fontsize=4.5)
         axes[r][0].set_ylabel(label, fontsize=4.5)
         axes[r][0].axis("on")
