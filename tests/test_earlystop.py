@@ -13,7 +13,7 @@ from dipddpm.earlystop import (
     CURVE_COLUMNS,
     STOP_VARIANTS,
     TABLE_COLUMNS,
-    ProgressiveDiscrepancyRule,
+    ProgressiveSureRule,
     discrepancy_stop,
     es_wmv_stop,
     fixed_budget_stop,
@@ -118,10 +118,11 @@ def test_es_wmv_stops_at_minimum_after_patience():
     assert es_wmv_stop(rising, patience=10) == 2
 
 
-def test_progressive_rule_estimates_error_and_stops_at_calibrated_threshold():
+def test_progressive_rule_estimates_error_and_stops_when_the_last_noisy_stage_ends():
     """Synthetic outputs x_t = s + (1 - a_t) * b + a_t * e (bias b shrinking while the total
-    noise e is absorbed): the probe-based estimate tracks the true error, calibration picks
-    the estimated optimum and the final stage stops at the first r <= tau * sigma^2."""
+    noise e is absorbed): the probe-based estimate tracks the true error, its minimum is
+    the true optimum's, stage_done fires ``patience`` iterations past it, and the
+    stage_end stop is taken when the loop ends the stage (once per image)."""
     gen = torch.Generator().manual_seed(0)
     shape = (1, 3, 64, 64)
     signal = torch.rand(shape, generator=gen)
@@ -131,43 +132,33 @@ def test_progressive_rule_estimates_error_and_stops_at_calibrated_threshold():
     unit = torch.randn(shape, generator=gen)
     y = signal + task_noise
     op = Operator("denoise")
-    rule = ProgressiveDiscrepancyRule(sigma_task)
+    rule = ProgressiveSureRule(sigma_task)
     target = y + sigma_k * unit
     total_noise = target - signal
     alphas = np.linspace(0.0, 1.0, 41)
     outputs = [signal + (1 - a) * bias + a * a * total_noise for a in alphas]
-    rule.begin_stage(sigma_k, target, unit, outputs[0], op, final=False)
-    true_err, est_err, resid = [], [], []
+    rule.begin_stage(sigma_k, target, unit, outputs[0], op, final=False, last_noisy=True)
+    true_err, est_err, done = [], [], []
     for x in outputs:
-        now, r, e = rule.update(x)
-        assert not now.any()
+        r, e = rule.update(x)
+        assert not rule.now_by_variant["stage_end"].any()
         true_err.append(float(((x - signal) ** 2).mean()))
         est_err.append(float(e[0]))
-        resid.append(float(r[0]))
+        done.append(bool(rule.stage_done(5)[0]))
     np.testing.assert_allclose(est_err, true_err, atol=2e-3)
     best = int(np.argmin(est_err))
     assert abs(best - int(np.argmin(true_err))) <= 1
-    expected_tau = resid[best] / (sigma_task**2 + sigma_k**2)
-
-    rule.begin_stage(0.0, y, unit * 0, outputs[0], op, final=True)
-    assert rule.tau() == pytest.approx(np.clip(expected_tau, 0.5, 2.0))
-    final_resid = np.linspace(0.05, 0.001, 30)
-    stops = []
-    for r_target in final_resid:
-        # An output whose residual to y is exactly r_target.
-        x = y + math.sqrt(r_target) * torch.ones(shape)
-        stops.append(bool(rule.update(x)[0][0]))
-    threshold = float(rule.tau()[0]) * sigma_task**2
-    first = int(np.argmax(final_resid <= threshold + 1e-9))
-    assert stops.index(True) == first
-    assert sum(stops) == 1  # an image stops once
+    assert done.index(True) == best + 5  # 5 updates past the minimum (0-based index)
+    assert rule.end_last_noisy(np.array([True])).tolist() == [True]
+    assert rule.stopped.tolist() == [True]
+    assert rule.end_last_noisy(np.array([True])).tolist() == [False]  # stops once
 
 
-def test_rule_without_calibration_uses_tau_default():
-    rule = ProgressiveDiscrepancyRule(0.1, tau_default=1.3)
-    assert rule.tau() == 1.3
-    with pytest.raises(ValueError, match="tau_bounds"):
-        ProgressiveDiscrepancyRule(0.1, tau_bounds=(2.0, 1.0))
+def test_rule_refuses_unknown_stop_variant_and_bad_sigma():
+    with pytest.raises(ValueError, match="stop_stage"):
+        ProgressiveSureRule(0.1, stop_stage="final")
+    with pytest.raises(ValueError, match="sigma_task"):
+        ProgressiveSureRule(float("nan"))
 
 
 def _micro_problem(size: int = 16):
@@ -193,7 +184,7 @@ def _micro_cell(clean, observed, sigma, **kw):
         iters_per_stage=8,
         final_iters=24,
         baseline_params={"budgets": [5, 20], "patience": 5, "wmv_window": 4},
-        rule_params={"tau_bounds": (0.5, 3.0), "stage_patience": 0},
+        rule_params={"stage_patience": 0},
         progress=False,
     )
     args.update(kw)
@@ -210,7 +201,6 @@ def test_cell_end_to_end_table_and_curves():
     assert rules == {
         "progressive",
         "progressive_oracle",
-        "progressive_extrapolated",
         "progressive_stage_length",
         "progressive_last_noisy",
         "fixed_5",
@@ -224,7 +214,8 @@ def test_cell_end_to_end_table_and_curves():
     assert len(res.stage_curves) == 2 * (8 + 8 + 24)
     assert res.outputs_at_stop.shape == clean.shape
     assert res.stops.shape == (2,)
-    assert np.all((res.stops > 16) & (res.stops <= 40))  # inside the final stage
+    # Fixed stages of 8: the stop is where the last noisy stage (the second) ends.
+    assert (res.stops == 16).all()
     table = res.table.set_index(["rule", "image"])
     assert np.isfinite(res.table["psnr"]).all() and np.isfinite(res.table["ssim"]).all()
     # The oracle is an upper bound on its own run; every row's gap is measured against it.
@@ -312,34 +303,6 @@ def test_last_noisy_variant_stops_inside_the_last_noisy_stage():
         assert int(mine.loc[mine["est_error"].idxmin(), "iteration"]) == stop
 
 
-def test_stage_that_ends_before_its_optimum_does_not_calibrate():
-    gen = torch.Generator().manual_seed(4)
-    shape = (1, 3, 32, 32)
-    signal, unit = torch.rand(shape, generator=gen), torch.randn(shape, generator=gen)
-    target = signal + 0.2 * unit
-    rule = ProgressiveDiscrepancyRule(0.05, tau_default=1.25)
-    rule.begin_stage(0.2, target, unit, signal + 0.3, Operator("denoise"), final=False)
-    for offset in np.linspace(0.3, 0.1, 10):  # still approaching the signal at the end
-        rule.update(signal + float(offset))
-    rule.begin_stage(0.0, signal, unit * 0, signal, Operator("denoise"), final=True)
-    np.testing.assert_allclose(rule.tau(), [1.25])
-
-
-def test_extrapolated_tau_reads_the_stage_line_at_no_injected_noise():
-    """tau_k = 0.3 + 0.5 f_k on three stages: the extrapolation gives 0.3, the weighted
-    mean sum(f tau)/sum(f) is larger; a single voting stage falls back to the mean."""
-    rule = ProgressiveDiscrepancyRule(0.1, tau_bounds=(0.1, 2.0))
-    f = [0.8, 0.6, 0.4]
-    rule.weights = list(f)
-    rule.taus = [np.array([0.3 + 0.5 * v, 0.3 + 0.5 * v if v == 0.8 else np.nan]) for v in f]
-    extrapolated = rule.tau_extrapolated()
-    np.testing.assert_allclose(extrapolated[0], 0.3, atol=1e-9)
-    mean = sum(v * (0.3 + 0.5 * v) for v in f) / sum(f)
-    np.testing.assert_allclose(rule.tau()[0], mean)
-    np.testing.assert_allclose(extrapolated[1], 0.7)  # one vote: its own tau
-    assert ProgressiveDiscrepancyRule(0.1, tau_default=1.2).tau_extrapolated() == 1.2
-
-
 def _two_image_stage(gen, shape=(2, 3, 32, 32), sigma_task=0.1, sigma_k=0.2):
     signal = torch.rand(shape, generator=gen)
     bias = 0.2 * torch.randn(shape, generator=gen)
@@ -357,11 +320,11 @@ def _two_image_stage(gen, shape=(2, 3, 32, 32), sigma_task=0.1, sigma_k=0.2):
 
 def test_stage_done_after_patience_past_each_images_error_minimum():
     target, unit, outputs = _two_image_stage(torch.Generator().manual_seed(7))
-    rule = ProgressiveDiscrepancyRule(0.1)
+    rule = ProgressiveSureRule(0.1)
     rule.begin_stage(0.2, target, unit, outputs[0], Operator("denoise"), final=False)
     errs, done = [], []
     for x in outputs:
-        errs.append(rule.update(x)[2])
+        errs.append(rule.update(x)[1])
         done.append(rule.stage_done(patience=4))
     errs, done = np.stack(errs), np.stack(done)
     best = errs.argmin(0)
@@ -376,16 +339,17 @@ def test_images_move_through_stages_independently():
     target, unit, outputs = _two_image_stage(torch.Generator().manual_seed(8))
     y = target - 0.2 * unit
     op = Operator("denoise")
-    rule = ProgressiveDiscrepancyRule(0.1, tau_bounds=(0.1, 3.0))
+    rule = ProgressiveSureRule(0.1)
     rule.begin_stage(0.2, target, unit, outputs[0], op, final=False)
     for x in outputs[:30]:
         rule.update(x)
     rule.begin_stage(0.0, y, unit * 0, outputs[30], op, final=True, images=np.array([False, True]))
-    _, resid, err = rule.update(outputs[30])
+    resid, err = rule.update(outputs[30])
     expected = ((outputs[30] - torch.stack([target[0], y[1]])) ** 2).mean(dim=(1, 2, 3))
     np.testing.assert_allclose(resid, expected.numpy(), rtol=1e-5)
     assert math.isfinite(err[0]) and math.isnan(err[1])
-    assert np.isfinite(rule.tau()[1]) and math.isnan(rule.taus[0][0])
+    # Image 1's closed stage recorded its error minimum; image 0's stage is still open.
+    assert np.isfinite(rule.best_stage_iters[0][1]) and math.isnan(rule.best_stage_iters[0][0])
 
 
 def test_adaptive_stages_end_at_error_minimum_plus_patience():
@@ -431,8 +395,8 @@ def test_production_run_ends_once_every_image_has_stopped():
     runs = []
     for to_end in (True, False):
         fitter = DIPFitter("skip", MICRO_ARCH, clean.shape[1:], [11, 12])
-        # A generous fixed tau: every image stops early in the final stage.
-        rule = ProgressiveDiscrepancyRule(sigma, tau_bounds=(10.0, 10.0), tau_default=10.0)
+        # Fixed stages: every image stops where its last noisy stage ends (iteration 16).
+        rule = ProgressiveSureRule(sigma)
         runs.append(
             fit_progressive(
                 fitter,
@@ -451,4 +415,4 @@ def test_production_run_ends_once_every_image_has_stopped():
     full, short = runs
     np.testing.assert_array_equal(full.stops, short.stops)
     np.testing.assert_array_equal(full.outputs_at_stop, short.outputs_at_stop)
-    assert short.total_iters == full.stops.max() < full.total_iters == 40
+    assert short.total_iters == full.stops.max() == 16 < full.total_iters == 40

@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 
-import numpy as np
 import pandas as pd
 
 from . import grid, templates
@@ -462,25 +461,6 @@ def peaks_paragraph(peaks: pd.DataFrame) -> str:
     )
 
 
-def final_stage_share(cells: Sequence[LooCell]) -> str:
-    """How often the progressive rule stopped on the final stage's first iteration (the
-    threshold already met when the final stage began)."""
-    first, total = 0, 0
-    for cell in cells:
-        ends = cell.info.get("stage_ends")
-        if not ends or len(ends) < 2:
-            continue
-        table = cell.table
-        mine = table[(table["run"] == "progressive") & (table["rule"] == "progressive")]
-        starts = np.asarray(ends[-2], dtype=int) + 1
-        stops = mine["stop_iter"].to_numpy(dtype=int)
-        first += int((stops == starts[mine["image"].to_numpy(dtype=int)]).sum())
-        total += len(mine)
-    if not total:
-        return "no progressive run with a noisy stage was scored"
-    return f"here on {first} of {total} cases, {percent(first / total)}"
-
-
 def stage_sigma_table(cells: Sequence[LooCell]) -> str:
     """Each progressive setting's stage noise levels (0-255), as the cells recorded them."""
     rows = []
@@ -573,11 +553,7 @@ def example2_section(
         "iters_per_stage": settings["iters_per_stage"],
         "final_iters": settings["final_iters"],
         "stage_sigmas": stage_sigma_table(cells),
-        "tau_low": RULE_DEFAULTS["tau_bounds"][0],
-        "tau_high": RULE_DEFAULTS["tau_bounds"][1],
-        "tau_default": RULE_DEFAULTS["tau_default"],
         "stop_stage": RULE_DEFAULTS["stop_stage"],
-        "final_stage": final_stage_share(cells),
         "budgets": _set(settings["budgets"]),
         "taus": _set(settings["loo_taus"]),
         "es_wmv_paper": es_wmv_spelling(ES_WMV_PAPER),

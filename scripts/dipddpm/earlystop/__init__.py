@@ -3,7 +3,7 @@
 One module per concern:
 
 ``targets``              progressive targets ``y_k = y + sigma_k * n_k`` along a schedule
-``rules``                the online progressive stopping rule (calibrated discrepancy)
+``rules``                the online progressive stopping rule (estimated error of the noisy stages)
 ``progressive``          the progressive-target DIP fit that drives that rule
 ``progressive_variant``  that fit registered as the ``progressive`` training variant
 ``baselines``            post-hoc rules on a plain fit: fixed budgets, discrepancy, ES-WMV,
@@ -44,7 +44,7 @@ from .registry import (
     register_rule,
     register_variant,
 )
-from .rules import STOP_VARIANTS, ProgressiveDiscrepancyRule
+from .rules import STOP_VARIANTS, ProgressiveSureRule
 from .run import SNAPSHOT_BUDGET_BYTES, EarlyStopResult, run_earlystop_cell
 from .table import (
     PLAIN_FIT_DEFAULTS,
@@ -84,7 +84,7 @@ __all__ = [
     "PastPeakFit",
     "PosthocRule",
     "Problem",
-    "ProgressiveDiscrepancyRule",
+    "ProgressiveSureRule",
     "ProgressiveRun",
     "ProgressiveTargets",
     "TrainingVariant",

@@ -2,11 +2,11 @@
 
 Adaptive stages (``stage_patience``): a noisy stage ends for an image as soon as its ``err``
 has not improved for ``stage_patience`` iterations (at most ``iters_per_stage``; the last
-noisy stage, whose minimum the ``last_noisy`` and ``stage_length`` stops need, at most
-``final_iters``). A stage carried far past its optimum overfits its noisy target, which
-costs PSNR later in the run. Images advance independently (the batch is stepped on a
-per-image target). ``stage_patience = 0`` gives fixed-length stages.
-"""
+noisy stage, whose end is the rule's ``stage_end`` stop and whose minimum the
+``last_noisy`` and ``stage_length`` stops need, at most ``final_iters``). A stage carried
+far past its optimum overfits its noisy target, which costs PSNR later in the run. Images
+advance independently (the batch is stepped on a per-image target). ``stage_patience = 0``
+gives fixed-length stages."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from .. import metrics
 from ..operators import Operator
-from .rules import STOP_VARIANTS, ProgressiveDiscrepancyRule
+from .rules import STOP_VARIANTS, ProgressiveSureRule
 from .table import ssim_of
 
 CURVE_COLUMNS = [
@@ -87,7 +87,7 @@ def fit_progressive(
     targets: torch.Tensor,
     unit_noises: torch.Tensor,
     sigmas: Sequence[float],
-    rule: ProgressiveDiscrepancyRule,
+    rule: ProgressiveSureRule,
     iters_per_stage: int,
     final_iters: int,
     clean: np.ndarray | None = None,
@@ -107,7 +107,8 @@ def fit_progressive(
     online from the EMA output (what gets saved); ``clean`` is used only for the
     after-the-fact ``psnr_clean`` column and the run's own oracle, never handed to the
     rule. ``run_to_end=False`` ends the run once every image's ``stop_stage`` decision is
-    taken (production); the default keeps the full curves for analysis.
+    taken (production: with ``stage_end`` the final stage is never run); the default
+    keeps the full curves, the run's own peak and the ``stage_length`` stop for analysis.
     ``on_stage(fitter)`` is called whenever some image starts a new stage.
     """
     loop = _ProgressiveLoop(
@@ -174,7 +175,7 @@ class _ProgressiveLoop:
         x, projected = self._step()
         self._begin_pending_stages(projected)
         self.stage_it += 1
-        _, resid, err = self.rule.update(projected)
+        resid, err = self.rule.update(projected)
         self.x_np = x.detach().cpu().numpy()
         self._take_stops()
         self._track_peak()
@@ -229,8 +230,9 @@ class _ProgressiveLoop:
     def _ending(self, iters_per_stage: int, final_iters: int, stage_patience: int) -> np.ndarray:
         """Images whose current stage ends with this iteration."""
         final = self.stage == self.K - 1
-        # With adaptive stages the last noisy stage runs to its err minimum (the stop of
-        # "last_noisy" and the length of "stage_length"): capped like the final stage.
+        # With adaptive stages the last noisy stage runs to its err minimum and the
+        # patience past it (the stops of "stage_end" and "last_noisy" and the length of
+        # "stage_length"): capped like the final stage.
         long_stage = final | ((self.stage == self.K - 2) & (stage_patience > 0))
         lengths = np.where(long_stage, final_iters, iters_per_stage)
         ends = self.active & (self.stage_it >= lengths)
@@ -270,6 +272,8 @@ class _ProgressiveLoop:
         last_noisy = self.variants["last_noisy"]
         leaving_last_noisy = ends & (self.stage == self.K - 2)
         last_noisy.decisions[leaving_last_noisy & (last_noisy.stops >= 0)] = self.it
+        stage_end = self.rule.end_last_noisy(leaving_last_noisy)
+        self.variants["stage_end"].take(stage_end, self.it, self.x_np, commit=True)
         finished = ends & (self.stage == self.K - 1)
         for stops in self.variants.values():
             stops.finish(finished, self.it, self.x_np)

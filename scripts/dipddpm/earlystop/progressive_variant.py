@@ -7,8 +7,6 @@ Its rows (``run`` = ``progressive``): ``progressive`` (the rule's ``stop_stage``
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 
@@ -16,16 +14,14 @@ from .. import metrics
 from ..dip.fit import DIPFitter
 from .progressive import ProgressiveRun, fit_progressive
 from .registry import Problem, TrainingVariant, VariantRun, register_variant
-from .rules import STOP_VARIANTS, ProgressiveDiscrepancyRule
+from .rules import STOP_VARIANTS, ProgressiveSureRule
 from .table import TABLE_COLUMNS, ssim_of, table_row
 from .targets import stage_sigmas, stage_targets_for
 
-# The rule_params keys: the rule's (tau_default, tau_bounds, stop_stage), the geometric
-# schedule's ratio and the adaptive stages' patience (0: fixed-length stages).
+# The rule_params keys: the rule's stop_stage, the geometric schedule's ratio and the
+# adaptive stages' patience (0: fixed-length stages).
 RULE_DEFAULTS = {
-    "tau_default": 1.0,
-    "tau_bounds": (0.5, 2.0),
-    "stop_stage": "final",
+    "stop_stage": "stage_end",
     "ratio": 0.5,
     "stage_patience": 20,
 }
@@ -33,7 +29,7 @@ RULE_DEFAULTS = {
 
 @register_variant("progressive")
 class ProgressiveTargets(TrainingVariant):
-    """DIP trained on decreasingly noisy targets, stopped by ``ProgressiveDiscrepancyRule``.
+    """DIP trained on decreasingly noisy targets, stopped by ``ProgressiveSureRule``.
 
     ``settings``: ``schedule``, ``K``, ``sigma_max`` (range 1), ``noise``,
     ``iters_per_stage`` and ``final_iters``."""
@@ -63,12 +59,7 @@ class ProgressiveTargets(TrainingVariant):
             device=problem.device,
             **problem.fitter_args,
         )
-        rule = ProgressiveDiscrepancyRule(
-            float(problem.sigma_task),
-            float(params["tau_default"]),
-            tuple(params["tau_bounds"]),
-            params["stop_stage"],
-        )
+        rule = ProgressiveSureRule(float(problem.sigma_task), params["stop_stage"])
         run = fit_progressive(
             fitter,
             problem.observed,
@@ -91,7 +82,7 @@ class ProgressiveTargets(TrainingVariant):
             stops=run.stops,
             outputs_at_stop=run.outputs_at_stop,
             total_iters=run.total_iters,
-            info=progressive_info(sigmas, rule, run, len(problem.seeds)),
+            info=progressive_info(sigmas, run),
         )
 
 
@@ -102,15 +93,10 @@ def reset_backtracking(fitter) -> None:
     fitter.reset_backtracking()
 
 
-def progressive_info(
-    sigmas: np.ndarray, rule: ProgressiveDiscrepancyRule, run: ProgressiveRun, n: int
-) -> dict:
-    """JSON-ready: stage sigmas, calibrated taus, stage ends, iterations and seconds."""
+def progressive_info(sigmas: np.ndarray, run: ProgressiveRun) -> dict:
+    """JSON-ready: stage sigmas, stage ends, iterations and seconds."""
     return {
         "sigmas": sigmas.tolist(),
-        "tau": np.broadcast_to(rule.tau(), (n,)).tolist(),
-        "stage_taus": [[v if math.isfinite(v) else None for v in t.tolist()] for t in rule.taus],
-        "tau_extrapolated": np.broadcast_to(rule.tau_extrapolated(), (n,)).tolist(),
         "stage_ends": run.stage_ends.tolist(),
         "progressive_iters": run.total_iters,
         "progressive_seconds": run.elapsed_s,

@@ -34,7 +34,7 @@ from .. import example2_figures, example2_report, grid, metrics
 from ..dip.fit import DIPFitter, fit_dip
 from ..earlystop.progressive import fit_progressive
 from ..earlystop.progressive_variant import RULE_DEFAULTS, reset_backtracking
-from ..earlystop.rules import ProgressiveDiscrepancyRule
+from ..earlystop.rules import ProgressiveSureRule
 from ..earlystop.targets import stage_sigmas, stage_targets_for
 from ..io import load_json, load_npz, save_csv, save_npz, save_text
 from ..operators import Operator
@@ -388,12 +388,7 @@ def _progressive_run(record, identity, arrays, task, dip, images: Sequence[int])
     seeds = [int(identity["dip_seed"])] * len(images)
     targets, noises = stage_targets_for(observed, operator, seeds, sigmas, es["noise"])
     fitter = DIPFitter(kind, arch, clean.shape[1:], seeds, device=CPU, **_fitter_args(dip))
-    rule = ProgressiveDiscrepancyRule(
-        float(task["sigma"]) / 255.0,
-        float(RULE_DEFAULTS["tau_default"]),
-        tuple(RULE_DEFAULTS["tau_bounds"]),
-        RULE_DEFAULTS["stop_stage"],
-    )
+    rule = ProgressiveSureRule(float(task["sigma"]) / 255.0, RULE_DEFAULTS["stop_stage"])
     captured = StageOutputs()
     run = fit_progressive(
         CellResets(fitter, cell_resets(record["info"]["stage_ends"])),
