@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from scipy import stats
 
 from dipddpm import cost, grid
 from dipddpm.io import atomic_path, load_json, save_csv
@@ -150,6 +149,9 @@ def t_interval(values: Sequence[float] | pd.Series, level: float = 0.95) -> tupl
     n = len(data)
     if n < 2:
         return math.nan, math.nan
+    # Imported here: the cells import this module, and scipy.stats costs ~1 s per job.
+    from scipy import stats
+
     half = stats.t.ppf(0.5 + level / 2, n - 1) * data.std(ddof=1) / math.sqrt(n)
     return float(data.mean() - half), float(data.mean() + half)
 

@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from dipddpm import grid
 
@@ -292,6 +291,14 @@ def bootstrap_ci(values: np.ndarray, level: float, n_boot: int, seed: int) -> tu
     return float(low), float(high)
 
 
+def _scipy_stats():
+    """scipy.stats, imported on first use: the early-stopping cells import this module
+    through their package, and scipy.stats costs about a second per job."""
+    from scipy import stats
+
+    return stats
+
+
 def wilcoxon_p(values: np.ndarray) -> tuple[float, str]:
     """Two-sided Wilcoxon signed-rank p-value and the method used.
 
@@ -301,6 +308,7 @@ def wilcoxon_p(values: np.ndarray) -> tuple[float, str]:
     """
     if not np.any(values):
         return 1.0, ALL_ZERO
+    stats = _scipy_stats()
     distinct_nonzero = np.all(values != 0) and len(np.unique(np.abs(values))) == len(values)
     if distinct_nonzero and len(values) <= EXACT_MAX_N:
         return float(stats.wilcoxon(values, method="exact").pvalue), EXACT
@@ -323,6 +331,7 @@ def min_detectable(values: np.ndarray, alpha: float = ALPHA, power: float = POWE
     n = len(values)
     if n < 2:
         return math.nan
+    stats = _scipy_stats()
     factor = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
     return float(factor * np.std(values, ddof=1) / math.sqrt(n))
 
