@@ -13,4 +13,8 @@ with log_to(snakemake.log[0]):
         snakemake.output.figure,
         snakemake.output.section,
         settings=dict(snakemake.params.settings),
+        sample_npzs=list(snakemake.input.samples),
+        prior_npzs=list(snakemake.input.prior_outputs),
+        source_npz=snakemake.input.source,
+        out_samples=snakemake.output.samples,
     )

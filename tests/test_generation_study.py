@@ -5,15 +5,21 @@ part's curves table, figure and section on a synthetic score table."""
 from __future__ import annotations
 
 import copy
+import json
 import math
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from PIL import Image
 
 from dipddpm import generation_report, grid, study_report, templates
 from dipddpm.config import ConfigError, load_config, load_schema, validate_config
 from dipddpm.grid import design
+from dipddpm.io import save_npz
+from dipddpm.stages.generation_metrics import report_generation, write_sample_grid
 
 SCHEMA = "workflow/schemas/config.schema.yaml"
 
@@ -184,6 +190,25 @@ SETTINGS = [
 ]
 
 
+SECTION = {
+    "dataset": "gen",
+    "dataset_spec": {"n": 128},
+    "task": "denoise-s5",
+    "task_spec": {"kind": "denoise", "sigma": 5},
+    "prior_arch": "skip",
+    "dip_iters": 600,
+    "T": 1000,
+    "schedule": "linear",
+    "sampler": "ddim",
+    "eta": 0.0,
+    "train_dataset": "cifar10-train50k",
+    "reference": "cifar10-ref",
+    "reference_spec": {"n": 1000},
+    "noise_per_seed": 128,
+}
+CLASSIFIER = {"accuracy": 0.8123, "n_test": 2000, "feature_dim": 128}
+
+
 @pytest.fixture
 def synthetic():
     scores, records, priors = [], [], []
@@ -239,24 +264,7 @@ def test_equal_nfe_comparisons_and_the_section(synthetic):
     assert first["kid_diff_ci_high"] == pytest.approx(-0.03 + half)
     assert first["kid_verdict"] == "lower" and first["diversity_verdict"] == "lower"
     assert comparisons.iloc[1]["kid_verdict"] == "not resolved"
-    settings = {
-        "dataset": "gen",
-        "dataset_spec": {"n": 128},
-        "task": "denoise-s5",
-        "task_spec": {"kind": "denoise", "sigma": 5},
-        "prior_arch": "skip",
-        "dip_iters": 600,
-        "T": 1000,
-        "schedule": "linear",
-        "sampler": "ddim",
-        "eta": 0.0,
-        "train_dataset": "cifar10-train50k",
-        "reference": "cifar10-ref",
-        "reference_spec": {"n": 1000},
-        "noise_per_seed": 128,
-    }
-    classifier = {"accuracy": 0.8123, "n_test": 2000, "feature_dim": 128}
-    text = generation_report.generation_section(curves, comparisons, classifier, settings)
+    text = generation_report.generation_section(curves, comparisons, CLASSIFIER, SECTION)
     assert not templates.PLACEHOLDER.search(text)
     assert "81.2 %" in text and "cifar10-ref" in text
     answer = [p for p in text.split("\n\n") if p.startswith("**Answer**")]
@@ -292,3 +300,165 @@ def test_a_run_without_samples_from_noise_says_so(synthetic):
     assert comparisons.empty
     text = generation_report.answer(curves, comparisons)
     assert text.startswith("**Answer**:") and "no samples from noise" in text
+
+
+def _abstract(text: str) -> str:
+    return text.split("## Abstract")[1].split("\n## ")[0]
+
+
+def test_the_study_abstract_gains_one_generation_sentence(synthetic, tmp_path):
+    absent = study_report.render_study_report(tmp_path, "0", {})
+    assert "**Generation**" not in _abstract(absent)
+    assert "`make study PART=generation`" in _abstract(absent)
+    curves = generation_report.curves_table(*synthetic)
+    comparisons = generation_report.equal_nfe_comparisons(curves)
+    folder = tmp_path / "generation"
+    folder.mkdir()
+    curves.to_csv(folder / "generation_curves.csv", index=False)
+    section = generation_report.generation_section(curves, comparisons, CLASSIFIER, SECTION)
+    (folder / "generation.md").write_text(section)
+    text = study_report.render_study_report(tmp_path, "0", {})
+    abstract = _abstract(text)
+    assert "`make study PART=generation`" not in abstract
+    sentence = abstract[abstract.index("**Generation**") :].strip()
+    # One sentence (numbers have no space after their point), read from the table: KID
+    # with its interval of both arms at 50 NFE, the verdicts and the copying verdict.
+    assert sentence.endswith(".") and ". " not in sentence
+    assert "512 samples per setting" in sentence
+    assert (
+        "at 50 NFE, KID is 0.0300 [0.0280, 0.0320] from noise and, from the 400-iteration "
+        "DIP priors, 0.0290 [0.0260, 0.0320] at t0 = 300 (difference not resolved)"
+    ) in sentence
+    assert "lower KID in 1, the higher in 0 and neither in 1" in sentence
+    assert "(pixel RMS 0.0512 to 0.0623)" in sentence and "(0.0871)" in sentence
+    assert "variations of their sources" in sentence and "0.040 to 0.040" in sentence
+    # The section follows with both figures, their links valid from the study root.
+    assert "](generation/generation_curves.png)" in text
+    assert "](generation/generation_samples.png)" in text
+    # Without the curves table the abstract quotes the section's answer paragraph.
+    (folder / "generation_curves.csv").unlink()
+    text = study_report.render_study_report(tmp_path, "0", {})
+    assert "**Generation**: At equal NFE" in _abstract(text)
+
+
+# Sample grid: 6 sources of 32x32 pixels; DIP-started cells at two t0, two prior
+# durations and two step counts, two seeds each; from noise at two NFE, two seeds.
+GRID_T0, GRID_ITERS, GRID_STEPS, GRID_SEEDS = (150, 300), (100, 400), (10, 50), (0, 1)
+
+
+def _cell(folder, identity: dict, record: dict, samples: np.ndarray) -> str:
+    folder.mkdir(parents=True)
+    save_npz(folder / "samples.npz", samples=samples)
+    (folder / "params.json").write_text(json.dumps({"identity": identity, **record}))
+    return str(folder / "params.json")
+
+
+@pytest.fixture
+def grid_inputs(tmp_path):
+    rng = np.random.default_rng(0)
+    source = rng.random((6, 3, 32, 32), dtype=np.float32)
+    names = np.array([f"cifar10-jpeg/train/{c}/{i:04d}.jpg" for i, c in enumerate("aabbcc")])
+    save_npz(tmp_path / "source.npz", images=source, names=names)
+    prior = tmp_path / "dip"
+    prior.mkdir()
+    save_npz(prior / "output.npz", it100=source[::-1] / 2, it400=source.astype(np.float16))
+    rows = [
+        dict(purpose="generation", dataset="gen", task="denoise-s5", obs_seed=0)
+        | dict(arch="skip", dip_seed=0, iters=it, image=i, seconds=1.0)
+        for it in GRID_ITERS
+        for i in range(6)
+    ]
+    pd.DataFrame(rows).to_csv(prior / "metrics.csv", index=False)
+    cells = []
+    for t0 in GRID_T0:
+        for iters in GRID_ITERS:
+            for steps in GRID_STEPS:
+                for seed in GRID_SEEDS:
+                    identity = _identity("dip", steps, t0, iters) | {"sample_seed": str(seed)}
+                    record = {"chain_nfe": steps, "wall_seconds": 1.0}
+                    noisy = source + rng.normal(0, t0 / 1000, source.shape)
+                    folder = tmp_path / f"dip-{t0}-{iters}-{steps}-{seed}"
+                    cells.append(_cell(folder, identity, record, noisy.astype(np.float32)))
+    for steps in GRID_STEPS:
+        for seed in GRID_SEEDS:
+            identity = _identity("noise", steps, 1000, None) | {"sample_seed": str(seed)}
+            record = {"nfe": steps, "seconds": 1.0, "n": 8}
+            samples = rng.random((8, 3, 32, 32), dtype=np.float32)
+            cells.append(_cell(tmp_path / f"noise-{steps}-{seed}", identity, record, samples))
+    records = {path: json.loads(Path(path).read_text()) for path in cells}
+    return dict(
+        cells=records,
+        sample_npzs=[path.replace("params.json", "samples.npz") for path in cells],
+        prior_metrics={str(prior / "metrics.csv"): pd.read_csv(prior / "metrics.csv")},
+        prior_npzs=[str(prior / "output.npz")],
+        source_npz=tmp_path / "source.npz",
+    ), source
+
+
+def test_the_sample_grid_picks_the_longest_prior_and_most_steps_per_t0(grid_inputs):
+    inputs, _ = grid_inputs
+    rows = [
+        {**r["identity"], "nfe": r.get("chain_nfe", r.get("nfe")), "samples": ""}
+        for r in inputs["cells"].values()
+    ]
+    dip, noise = generation_report.sample_grid_cells(pd.DataFrame(rows))
+    assert [g["t0"].tolist() for g in dip] == [["150", "150"], ["300", "300"]]
+    assert all(g["iters"].tolist() == ["400", "400"] for g in dip)
+    assert all(g["steps"].tolist() == ["50", "50"] for g in dip)
+    assert all(g["sample_seed"].tolist() == ["0", "1"] for g in dip)
+    assert [g["_nfe"].tolist() for g in noise] == [[10, 10], [50, 50]]
+
+
+def test_the_sample_grid_is_drawn_pixel_for_pixel_and_deterministic(grid_inputs, tmp_path):
+    inputs, source = grid_inputs
+    first = tmp_path / "a" / "generation_samples.png"
+    note = write_sample_grid(first, **inputs)
+    assert "its 400-iteration DIP prior" in note and "2 sample seeds" in note
+    assert "each t0 (150, 300; 50 NFE" in note and "at each NFE (10, 50)" in note
+    second = tmp_path / "b" / "generation_samples.png"
+    write_sample_grid(second, **inputs)
+    assert first.read_bytes() == second.read_bytes()
+    assert first.stat().st_size <= generation_report.GRID_MAX_BYTES
+    pixels = np.asarray(Image.open(first).convert("RGB"))
+    # 6 image columns of 96 pixels (scale 3) in 4 groups (source, prior, two t0 of two
+    # seeds): 112 label margin + 576 + 2 pads of 3 + 3 gaps of 14 + 6 edge; 4 source rows
+    # and 2 rows from noise below a 62-pixel head and a 34-pixel block heading.
+    assert pixels.shape == (62 + 4 * 96 + 3 * 3 + 34 + 2 * 96 + 3 + 6, 742, 3)
+    # The first row shows source image 0 (rows spread over 6 images: 0, 2, 3, 5), each
+    # pixel a 3x3 block; the prior (float16) sits one column and a gap to the right.
+    expected = np.rint(np.transpose(source[0], (1, 2, 0)) * 255).astype(np.uint8)
+    shown = pixels[62 : 62 + 96 : 3, 112 : 112 + 96 : 3]
+    assert np.array_equal(shown, expected)
+    assert np.array_equal(pixels[62:158:3, 113:209:3], expected)
+    stored = source[0].astype(np.float16).astype(np.float32)
+    prior = np.rint(np.transpose(stored, (1, 2, 0)) * 255)
+    left = 112 + 96 + 14
+    assert np.array_equal(pixels[62:158:3, left : left + 96 : 3], prior.astype(np.uint8))
+    empty = generation_report.samples_figure([], [], [], tmp_path / "empty.png")
+    assert empty.stat().st_size > 1000
+
+
+def test_the_stage_writes_the_grid_and_the_section_shows_it(synthetic, grid_inputs, tmp_path):
+    inputs, _ = grid_inputs
+    scores, classifier = tmp_path / "generation.csv", tmp_path / "cifarnet.json"
+    synthetic[0].to_csv(scores, index=False)
+    classifier.write_text(json.dumps(CLASSIFIER))
+    out = tmp_path / "out"
+    report_generation(
+        scores,
+        list(inputs["cells"]),
+        list(inputs["prior_metrics"]),
+        classifier,
+        out / "generation_curves.csv",
+        out / "generation_curves.png",
+        out / "generation.md",
+        settings=SECTION,
+        sample_npzs=inputs["sample_npzs"],
+        prior_npzs=inputs["prior_npzs"],
+        source_npz=inputs["source_npz"],
+        out_samples=out / "generation_samples.png",
+    )
+    section = (out / "generation.md").read_text()
+    assert "](generation_curves.png)" in section and "](generation_samples.png)" in section
+    assert "Top: 4 of the 6 source images" in section and "What to see" in section
+    assert Image.open(out / "generation_samples.png").size == (742, 690)

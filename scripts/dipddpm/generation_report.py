@@ -15,9 +15,11 @@ against a clean image.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,7 @@ import pandas as pd  # noqa: E402
 from . import grid, templates  # noqa: E402
 from .example1_report import interval  # noqa: E402
 from .figures import no_data_figure, save_figure  # noqa: E402
+from .io import atomic_path  # noqa: E402
 
 NOISE, DIP = "noise", "dip"
 # A setting's identity: every identity column but the pooled sample seed.
@@ -308,6 +311,196 @@ def _kid_curve(ax, rows: pd.DataFrame, x: str, label: str, style: dict) -> None:
     ax.errorbar(rows[x], rows["kid_cifarnet"], yerr=[low, high], label=label, capsize=2, **style)
 
 
+# ---------------------------------------------------------------------- sample grid
+
+GRID_ROWS = 4
+# Pixels per image pixel: the largest whose PNG stays under GRID_MAX_BYTES (nearest
+# neighbour, so the 32x32 pixels stay visible).
+GRID_SCALES = (3, 2)
+GRID_MAX_BYTES = 1_500_000
+GRID_DPI = 100
+# Figure pixels: gaps inside and between column groups, the margins for the row labels,
+# the title and column titles, the noise block's heading and the right and bottom edge.
+_PAD, _GAP, _LEFT, _HEAD, _BLOCK, _EDGE = 3, 14, 112, 62, 34, 6
+MODEL_KEY = [*MODEL_COLUMNS, "mode", "t_max"]
+
+
+def sample_grid_cells(cells: pd.DataFrame) -> tuple[list[pd.DataFrame], list[pd.DataFrame]]:
+    """The cells the sample grid shows: groups of one setting's cells in sample-seed order.
+
+    DIP-started: per t0 (ascending) one setting of one model -- the model that also
+    samples from noise (else the first) -- at its first observation seed, longest prior
+    and most steps, so each t0 shows the best-fitted prior through the finest chain. From
+    noise: per NFE (ascending) the setting of that model (or of the first model from
+    noise). ``cells``: one row per generation cell with the identity columns, ``nfe`` and
+    its ``samples`` file.
+    """
+    if cells is None or cells.empty:
+        return [], []
+    frame = _as_identity(cells)
+    for column, source in (("_t0", "t0"), ("_it", "iters"), ("_obs", "obs_seed")):
+        frame[column] = pd.to_numeric(frame[source], errors="coerce")
+    frame["_nfe"] = pd.to_numeric(frame["nfe"], errors="coerce")
+    frame["_seed"] = pd.to_numeric(frame["sample_seed"], errors="coerce")
+    frame["_model"] = list(frame[MODEL_KEY].itertuples(index=False, name=None))
+    noise, dip = frame[frame["start"] == "noise"], frame[frame["start"] != "noise"]
+    noise_models = sorted(set(noise["_model"]))
+    dip_models = sorted(set(dip["_model"]))
+    model = ([m for m in dip_models if m in noise_models] or dip_models or [None])[0]
+    dip = dip[dip["_model"] == model]
+    dip = dip[dip["_obs"] == dip["_obs"].min()]
+    order = ["_it", "_nfe", *SETTING_COLUMNS]
+    ascending = [False, False] + [True] * len(SETTING_COLUMNS)
+    groups = [
+        _setting_cells(rows, rows.sort_values(order, ascending=ascending).iloc[0])
+        for _, rows in dip.groupby("_t0", sort=True)
+    ]
+    noise_model = model if model in noise_models else (noise_models or [None])[0]
+    noise = noise[noise["_model"] == noise_model]
+    from_noise = [
+        _setting_cells(rows, rows.sort_values(SETTING_COLUMNS).iloc[0])
+        for _, rows in noise.groupby("_nfe", sort=True)
+    ]
+    return groups, from_noise
+
+
+def _setting_cells(rows: pd.DataFrame, chosen: pd.Series) -> pd.DataFrame:
+    same = (rows[SETTING_COLUMNS] == chosen[SETTING_COLUMNS]).all(axis=1)
+    return rows[same].sort_values("_seed", kind="stable").reset_index(drop=True)
+
+
+def sample_grid_note(
+    dip: Sequence[pd.DataFrame], noise: Sequence[pd.DataFrame], shown: int, sources: int
+) -> str:
+    """What the sample grid holds, for its caption: the rows, the chosen setting per t0
+    and the samples from noise."""
+    if not dip:
+        return "No DIP-started samples to show."
+    first = dip[0].iloc[0]
+    t0s = ", ".join(str(group.iloc[0]["t0"]) for group in dip)
+    steps = sorted({int(group.iloc[0]["_nfe"]) for group in dip})
+    text = (
+        f"Top: {shown} of the {sources} source images (spread evenly over the set, which "
+        f"is sorted by class), one per row: the source, its {first['iters']}-iteration "
+        f"DIP prior, then the samples of {len(dip[0])} sample seeds started from that "
+        f"prior at each t0 ({t0s}; {'/'.join(map(str, steps))} NFE, the {first['mode']} "
+        f"model, observation seed {first['obs_seed']})."
+    )
+    if noise:
+        nfes = ", ".join(str(int(group.iloc[0]["_nfe"])) for group in noise)
+        text += f" Bottom: samples from noise of the same model at each NFE ({nfes})."
+    return text
+
+
+@dataclass(frozen=True)
+class GridGroup:
+    """A column group of the grid's top block: its title, one title per column and the
+    images, (columns, rows, C, H, W) in [0, 1]."""
+
+    title: str
+    columns: tuple[str, ...]
+    images: np.ndarray
+
+
+def samples_figure(
+    groups: Sequence[GridGroup],
+    noise: Sequence[tuple[str, np.ndarray]],
+    row_labels: Sequence[str],
+    path: str | os.PathLike,
+    title: str = "Generation from DIP priors (top) and from noise (bottom)",
+) -> Path:
+    """The sample grid as one PNG: the top block's column groups side by side, one row per
+    source image (``row_labels``); below, one row per setting from noise (its label and
+    (n, C, H, W) samples, the first as many as the top block has columns). Pixels are
+    repeated, not interpolated; the largest of :data:`GRID_SCALES` whose PNG fits in
+    :data:`GRID_MAX_BYTES` is written (the smallest when none does). The same arrays give
+    the same bytes."""
+    path = Path(path)
+    if not groups and not noise:
+        fig, ax = plt.subplots(figsize=(5, 2))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no data for the generation samples", ha="center", va="center")
+        return _write_png(fig, path)
+    png = b""
+    for scale in GRID_SCALES:
+        png = _grid_png(groups, noise, row_labels, title, scale)
+        if len(png) <= GRID_MAX_BYTES:
+            break
+    with atomic_path(path, suffix=".png") as tmp:
+        tmp.write_bytes(png)
+    return path
+
+
+def _grid_png(groups, noise, row_labels, title, scale: int) -> bytes:
+    first = groups[0].images[0, 0] if groups else noise[0][1][0]
+    size = first.shape[-1] * scale
+    # Without a top block, the rows from noise take the width of eight columns.
+    layout = list(groups) or [GridGroup("", ("",) * min(8, len(noise[0][1])), first[None, None])]
+    xs, spans, x = [], [], _LEFT
+    for index, group in enumerate(layout):
+        x += _GAP if index else 0
+        start = x
+        for column in range(len(group.columns)):
+            x += _PAD if column else 0
+            xs.append(x)
+            x += size
+        spans.append((start, x))
+    rows = min([len(row_labels), *(g.images.shape[1] for g in groups)]) if groups else 0
+    ys = [_HEAD + r * (size + _PAD) for r in range(rows)]
+    bottom = ys[-1] + size if ys else _HEAD - _BLOCK
+    noise_top = bottom + _BLOCK
+    noise_ys = [noise_top + r * (size + _PAD) for r in range(len(noise))]
+    width = x + _EDGE
+    height = (noise_ys[-1] + size if noise_ys else bottom) + _EDGE
+    canvas = np.ones((height, width, 3), dtype=np.float32)
+
+    def place(image: np.ndarray, left: int, top: int) -> None:
+        pixels = np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0)
+        if pixels.shape[0] == 1:
+            pixels = np.repeat(pixels, 3, axis=0)
+        pixels = np.repeat(np.repeat(pixels, scale, axis=1), scale, axis=2)
+        canvas[top : top + size, left : left + size] = np.transpose(pixels, (1, 2, 0))
+
+    columns = [(g, c) for g in groups for c in range(len(g.columns))]
+    for (group, column), left in zip(columns, xs, strict=False):
+        for row, top in enumerate(ys):
+            place(group.images[column, row], left, top)
+    for (_, images), top in zip(noise, noise_ys, strict=True):
+        for image, left in zip(images, xs, strict=False):
+            place(image, left, top)
+    fig = plt.figure(figsize=(width / GRID_DPI, height / GRID_DPI), dpi=GRID_DPI)
+    fig.figimage(np.rint(canvas * 255).astype(np.uint8), xo=0, yo=0, origin="upper")
+
+    def text(left: float, top: float, words: str, **style) -> None:
+        fig.text(left / width, 1 - top / height, words, **style)
+
+    text(_EDGE, _EDGE, title, ha="left", va="top", fontsize=11, fontweight="bold")
+    for group, (start, end) in zip(groups, spans, strict=False):
+        text((start + end) / 2, 32, group.title, ha="center", va="center", fontsize=9)
+    for (group, column), left in zip(columns, xs, strict=False):
+        label = group.columns[column]
+        text(left + size / 2, 49, label, ha="center", va="center", fontsize=8)
+    for label, top in zip(row_labels, ys, strict=False):
+        text(_LEFT - 8, top + size / 2, label, ha="right", va="center", fontsize=8)
+    if noise:
+        count = max(len(images[: len(xs)]) for _, images in noise)
+        heading = f"From noise: the first {count} samples at each NFE (not tied to the columns)"
+        text(_EDGE, noise_top - _BLOCK / 2, heading, ha="left", va="center", fontsize=10)
+    for (label, _), top in zip(noise, noise_ys, strict=True):
+        text(_LEFT - 8, top + size / 2, label, ha="right", va="center", fontsize=8)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=GRID_DPI)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _write_png(fig, path: Path) -> Path:
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=GRID_DPI)
+    plt.close(fig)
+    return path
+
+
 # -------------------------------------------------------------------------- section
 
 
@@ -454,14 +647,106 @@ def _coverage_text(dip: pd.DataFrame, noise: pd.DataFrame) -> str:
     return text + "."
 
 
+def abstract_sentence(curves: pd.DataFrame) -> str | None:
+    """The study abstract's one sentence on generation, read from the curves table as the
+    section's answer is: at the largest NFE both arms share, KID (95 % interval) from
+    noise and from the longest DIP prior at each t0 with the verdict of each difference,
+    the verdicts over every equal-NFE pair, and the copying verdict (distance to the
+    source against the held-out baseline, share of samples nearer a training image than
+    held-out images come). None without DIP-started settings."""
+    if curves is None or curves.empty or not (curves["arm"] == DIP).any():
+        return None
+    dip = curves[curves["arm"] == DIP]
+    comparisons = equal_nfe_comparisons(curves)
+    head = (
+        "**Generation** (new images from forward-diffused DIP priors vs from noise, "
+        f"{_samples_text(curves)} samples per setting; KID on classifier features, 95 % "
+        "intervals): "
+    )
+    if comparisons.empty:
+        kid = "no setting from noise shares an NFE with a DIP-started one"
+    else:
+        kid = _abstract_kid(curves, comparisons)
+    return f"{head}{kid}; {_abstract_copy(dip)}."
+
+
+def _abstract_kid(curves: pd.DataFrame, comparisons: pd.DataFrame) -> str:
+    nfe = int(comparisons["nfe"].max())
+    at = comparisons[comparisons["nfe"] == nfe]
+    iters = pd.to_numeric(at["prior_iters"], errors="coerce")
+    obs = pd.to_numeric(at["obs_seed"], errors="coerce")
+    at = at[(iters == iters.max()) & (obs == obs.min())]
+    at = at.assign(_t0=pd.to_numeric(at["t0"], errors="coerce")).sort_values(["_t0", "mode"])
+    dip = curves[(curves["arm"] == DIP) & (curves["nfe"] == nfe)]
+    noise = curves[(curves["arm"] == NOISE) & (curves["nfe"] == nfe)].iloc[0]
+    with_mode = at["mode"].nunique() > 1
+    words = {"lower": "lower than from noise", "higher": "higher than from noise"}
+    phrases = []
+    for _, comp in at.iterrows():
+        row = dip[
+            (dip["t0"] == comp["t0"])
+            & (dip["prior_iters"] == comp["prior_iters"])
+            & (dip["mode"] == comp["mode"])
+            & (dip["obs_seed"] == comp["obs_seed"])
+        ].iloc[0]
+        mode = f", {comp['mode']} model" if with_mode else ""
+        verdict = words.get(comp["kid_verdict"], "difference not resolved")
+        phrases.append(f"{_kid(row)} at t0 = {comp['t0']}{mode} ({verdict})")
+    counts = comparisons["kid_verdict"].value_counts()
+    longest = int(float(at["prior_iters"].iloc[0]))
+    return (
+        f"at {nfe} NFE, KID is {_kid(noise)} from noise and, from the {longest}-iteration "
+        f"DIP priors, {'; '.join(phrases)}; over all {len(comparisons)} equal-NFE setting "
+        f"pairs the DIP start has the lower KID in {counts.get('lower', 0)}, the higher in "
+        f"{counts.get('higher', 0)} and neither in {counts.get('not resolved', 0)}"
+    )
+
+
+def _abstract_copy(dip: pd.DataFrame) -> str:
+    distance = dip["dist_source_pixel_rms"]
+    baseline = float(dip["memo_pixel_baseline_median"].median())
+    if distance.isna().all() or math.isnan(baseline):
+        return "no distance to the source images was measured"
+    below = distance < baseline
+    span = f"pixel RMS {distance.min():.4f} to {distance.max():.4f}"
+    if below.all():
+        copy = (
+            f"samples stay nearer their own source ({span}) than a held-out real image "
+            f"is to its nearest training image ({baseline:.4f}) in every DIP-started "
+            "setting: variations of their sources"
+        )
+    elif not below.any():
+        copy = (
+            f"samples are farther from their own source ({span}) than the held-out "
+            f"baseline ({baseline:.4f}) in every DIP-started setting"
+        )
+    else:
+        t0s = ", ".join(sorted({str(t) for t in dip.loc[below, "t0"]}, key=float))
+        copy = (
+            f"samples stay nearer their own source than the held-out baseline "
+            f"({baseline:.4f}) in {int(below.sum())} of {len(dip)} DIP-started settings "
+            f"(t0 = {t0s}; {span})"
+        )
+    share = dip["memo_pixel_share_below_baseline_p5"]
+    if share.isna().all():
+        return copy
+    return (
+        f"{copy}, and {share.min():.3f} to {share.max():.3f} of their samples lie nearer a "
+        "training image than 95 % of held-out images do (0.05 when nothing is copied)"
+    )
+
+
 def generation_section(
     curves: pd.DataFrame,
     comparisons: pd.DataFrame,
     classifier: Mapping[str, Any],
     settings: Mapping[str, Any],
     figure: str = "generation_curves.png",
+    samples_figure: str = "generation_samples.png",
+    samples_note: str | None = None,
 ) -> str:
-    """The Markdown section (``templates/generation.md``) with every number filled in."""
+    """The Markdown section (``templates/generation.md``) with every number filled in;
+    ``samples_note`` says what the sample grid holds (:func:`sample_grid_note`)."""
     dip = curves[curves["arm"] == DIP]
     noise = curves[curves["arm"] == NOISE]
     task = settings["task_spec"]
@@ -490,6 +775,8 @@ def generation_section(
         "feature_dim": classifier.get("feature_dim", "n/a"),
         "answer": answer(curves, comparisons),
         "figure": figure,
+        "samples_figure": samples_figure,
+        "samples_note": samples_note or "Samples of the settings in the table below.",
         "curves": markdown_table(curves, SECTION_COLUMNS),
         "comparisons": markdown_table(comparisons, COMPARISON_COLUMNS),
     }

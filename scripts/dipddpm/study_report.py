@@ -217,9 +217,22 @@ def example2_answer(root: Path) -> str | None:
 
 
 def generation_answer(root: Path) -> str | None:
+    """The generation part's answer in one sentence, once its section is committed: KID
+    with its interval at the largest NFE both arms share and the copying verdict, read
+    from the part's curves table (:func:`dipddpm.generation_report.abstract_sentence`);
+    the section's whole ``**Answer**`` paragraph when that table is missing."""
     path = root / "generation" / "generation.md"
     if not path.is_file():
         return None
+    curves = _read(root, "generation/generation_curves.csv")
+    if curves is not None:
+        # Imported here: the generation report draws with matplotlib, which the other
+        # parts' answers do not need.
+        from .generation_report import abstract_sentence
+
+        sentence = abstract_sentence(curves)
+        if sentence:
+            return sentence
     return _answer_paragraph(path.read_text(), "**Generation**: ")
 
 

@@ -666,7 +666,12 @@ def generation_section_targets():
     """The curves table, figure and section: only where DIP-started settings are scored."""
     if not (CLASSIFIER and grid.generation_settings(config, grid.SAMPLE)):
         return []
-    names = ("generation_curves.csv", "generation_curves.png", "generation.md")
+    names = (
+        "generation_curves.csv",
+        "generation_curves.png",
+        "generation_samples.png",
+        "generation.md",
+    )
     return [generation_output(name) for name in names]
 
 
@@ -695,6 +700,22 @@ def generation_prior_metrics():
     priors: their prior-store copies when one is configured."""
     paths = files(grid.DIP, grid.design.generation_dip_cells(config), "metrics.csv")
     return [grid.in_store(p, PRIOR_STORE) for p in paths] if PRIOR_STORE else paths
+
+
+def generation_grid_input():
+    """What the sample grid draws: every generation cell's samples (beside its
+    params.json), the priors' DIP outputs (beside their metrics.csv) and the images the
+    priors were fitted to."""
+    samples = [
+        os.path.join(os.path.dirname(p), "samples.npz")
+        for p in generation_cell_records()
+    ]
+    outputs = [
+        os.path.join(os.path.dirname(p), "output.npz")
+        for p in generation_prior_metrics()
+    ]
+    source = clean_input(config["ddpm"]["generation"]["dataset"])
+    return {"samples": samples, "prior_outputs": outputs, "source": source}
 
 
 def generation_section_settings():

@@ -89,9 +89,12 @@ if CLASSIFIER:
             "../../scripts/summarise_generation.py"
 
     # The part's answer: quality and diversity against NFE and seconds per sample, from
-    # noise and from the DIP priors at each t0 and duration (table, figure, section).
+    # noise and from the DIP priors at each t0 and duration (table, figure, section),
+    # and a grid of the samples themselves (sources, priors, samples per t0 and seed,
+    # samples from noise per NFE).
     rule report_generation:
         input:
+            unpack(lambda wc: generation_grid_input()),
             scores=GENERATION_SUMMARY,
             cells=lambda wc: generation_cell_records(),
             priors=lambda wc: generation_prior_metrics(),
@@ -104,6 +107,7 @@ if CLASSIFIER:
                 category="Generation",
             ),
             pdf=generation_output("generation_curves.pdf"),
+            samples=generation_output("generation_samples.png"),
             section=generation_output("generation.md"),
         log:
             f"{grid.LOGS}/report_generation.log",

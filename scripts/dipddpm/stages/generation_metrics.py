@@ -492,10 +492,16 @@ def report_generation(
     out_section,
     *,
     settings: dict,
+    sample_npzs: Sequence,
+    prior_npzs: Sequence,
+    source_npz,
+    out_samples,
 ) -> pd.DataFrame:
-    """The part's curves table, figure (``out_figure``: its PNG; a PDF goes next to it)
-    and section, from the summary of every setting's scores, each generation cell's
-    ``params.json``, the priors' DIP ``metrics.csv`` and the classifier's record."""
+    """The part's curves table, figures and section, from the summary of every setting's
+    scores, each generation cell's ``params.json``, the priors' DIP ``metrics.csv`` and
+    the classifier's record. ``out_figure``: the curves' PNG (a PDF goes next to it);
+    ``out_samples``: the sample grid (:func:`write_sample_grid`, from the cells'
+    ``sample_npzs``, the priors' DIP outputs ``prior_npzs`` and their ``source_npz``)."""
     from .. import generation_report
     from ..io import save_text
 
@@ -508,9 +514,111 @@ def report_generation(
     save_csv(out_curves, curves)
     figure = Path(out_figure)
     generation_report.curves_figure(curves, figure.with_suffix(""))
+    cells = dict(zip(cell_jsons, records, strict=True))
+    priors_of = dict(zip(prior_metrics_csvs, priors, strict=True))
+    note = write_sample_grid(out_samples, cells, sample_npzs, priors_of, prior_npzs, source_npz)
     section = generation_report.generation_section(
-        curves, comparisons, load_json(classifier_json), settings, figure=figure.name
+        curves,
+        comparisons,
+        load_json(classifier_json),
+        settings,
+        figure=figure.name,
+        samples_figure=Path(out_samples).name,
+        samples_note=note,
     )
     save_text(out_section, section)
     log.info("generation section: %d settings, %d equal-NFE pairs", len(curves), len(comparisons))
     return curves
+
+
+def write_sample_grid(
+    out_png,
+    cells: dict,
+    sample_npzs: Sequence,
+    prior_metrics: dict,
+    prior_npzs: Sequence,
+    source_npz,
+) -> str:
+    """The sample grid (:func:`dipddpm.generation_report.samples_figure`) of the settings
+    :func:`~dipddpm.generation_report.sample_grid_cells` picks; returns its caption's
+    description (:func:`~dipddpm.generation_report.sample_grid_note`).
+
+    ``cells``: each generation cell's ``params.json`` path and record; its samples are the
+    ``samples.npz`` of ``sample_npzs`` in the same folder. ``prior_metrics``: each prior's
+    DIP ``metrics.csv`` path and table, which names the prior whose snapshots the
+    ``output.npz`` of ``prior_npzs`` in its folder holds. ``source_npz``: the images the
+    priors were fitted to, aligned with every DIP-started cell's samples."""
+    from .. import generation_report as report
+    from ..example1_qualitative import image_label, spread
+
+    samples_in = {Path(path).parent: path for path in sample_npzs}
+    rows = []
+    for path, record in cells.items():
+        nfe = record.get("chain_nfe", record.get("nfe"))
+        samples = str(samples_in.get(Path(path).parent, ""))
+        rows.append({**record["identity"], "nfe": nfe, "samples": samples})
+    dip, noise = report.sample_grid_cells(pd.DataFrame(rows))
+    source = read_images(source_npz, "generation source")
+    names = load_npz(source_npz).get("names")
+    sets = [np.stack([_samples(cell) for _, cell in group.iterrows()]) for group in dip]
+    shown = spread(range(min([len(source), *(s.shape[1] for s in sets)])), report.GRID_ROWS)
+    groups = []
+    if dip:
+        first = dip[0].iloc[0]
+        prior = _prior_of(first, prior_metrics, prior_npzs)
+        groups += [
+            report.GridGroup("source", ("training image",), source[None, shown]),
+            report.GridGroup("DIP prior", (f"{first['iters']} it",), prior[None, shown]),
+        ]
+    for group, samples in zip(dip, sets, strict=True):
+        head = group.iloc[0]
+        title = f"t0 = {head['t0']}, {int(head['_nfe'])} NFE"
+        if head["iters"] != dip[0].iloc[0]["iters"]:
+            title += f", {head['iters']}-it prior"
+        seeds = tuple(f"seed {seed}" for seed in group["sample_seed"])
+        groups.append(report.GridGroup(title, seeds, samples[:, shown]))
+    width = sum(len(g.columns) for g in groups) or 8
+    from_noise = [
+        (f"{int(group.iloc[0]['_nfe'])} NFE", _first_samples(group, width)) for group in noise
+    ]
+    labels = [image_label(i, None if names is None else str(names[i])) for i in shown]
+    report.samples_figure(groups, from_noise, labels, out_png)
+    return report.sample_grid_note(dip, noise, len(shown), len(source))
+
+
+def _samples(cell: pd.Series) -> np.ndarray:
+    if not cell["samples"]:
+        raise ValueError(
+            f"the sample grid shows the cell {cell['method']} t0={cell['t0']} "
+            f"seed {cell['sample_seed']}, but no samples.npz sits beside its params.json"
+        )
+    return read_images(cell["samples"], "generation samples")
+
+
+def _first_samples(group: pd.DataFrame, count: int) -> np.ndarray:
+    """The first ``count`` samples of a setting, seed after seed."""
+    taken = []
+    for _, cell in group.iterrows():
+        taken.extend(_samples(cell)[: count - len(taken)])
+        if len(taken) >= count:
+            break
+    return np.stack(taken)
+
+
+def _prior_of(cell: pd.Series, prior_metrics: dict, prior_npzs: Sequence) -> np.ndarray:
+    """The DIP prior a DIP-started cell starts from: the snapshot at its ``iters`` of the
+    prior whose metrics name the cell's data, task, observation, architecture and seed."""
+    from .. import grid
+    from .dip import load_prior
+
+    keys = ["purpose", "dataset", "task", "obs_seed", "arch", "dip_seed"]
+    wanted = tuple(grid.canonical(cell[k]) for k in keys)
+    outputs = {Path(path).parent: path for path in prior_npzs}
+    for path, metrics in prior_metrics.items():
+        if metrics.empty or Path(path).parent not in outputs or set(keys) - set(metrics):
+            continue
+        row = metrics.iloc[0]
+        if tuple(grid.canonical(row[k]) for k in keys) == wanted:
+            return load_prior(outputs[Path(path).parent], int(cell["iters"]))
+    named = ", ".join(f"{k} {v}" for k, v in zip(keys, wanted, strict=True))
+    raise ValueError(f"no DIP output.npz among the generation priors for {named}")
