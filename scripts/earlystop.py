@@ -7,6 +7,9 @@ with log_to(snakemake.log[0]):
     run_cell(
         snakemake.input.npz,
         snakemake.input.params,
+        snakemake.input.plain_table,
+        snakemake.input.plain_trajectory,
+        snakemake.input.plain_json,
         cell=snakemake.params.identity,
         arch=snakemake.params.settings["arch"],
         dip=snakemake.params.settings["dip"],

@@ -416,3 +416,156 @@ def test_production_run_ends_once_every_image_has_stopped():
     np.testing.assert_array_equal(full.stops, short.stops)
     np.testing.assert_array_equal(full.outputs_at_stop, short.outputs_at_stop)
     assert short.total_iters == full.stops.max() == 16 < full.total_iters == 40
+
+
+# ------------------------------------------------ the plain fit as a cell of its own
+
+SPLIT_CELL = {
+    "dataset": "micro",
+    "task": "denoise-s25",
+    "obs_seed": 0,
+    "arch": "skip",
+    "es_schedule": "linear",
+    "stages": 3,
+    "sigma_max": 50,
+    "dip_seed": 11,
+}
+SPLIT_ES = {
+    "budgets": [5, 20],
+    "tau": 1.0,
+    "wmv_window": 4,
+    "wmv_patience": 5,
+    "noise": "fresh",
+    "iters_per_stage": 8,
+    "final_iters": 24,
+}
+SPLIT_DIP = {"lr": 0.02, "reg_noise_std": 1 / 30, "exp_weight": 0.98, "backtrack": True}
+# Not the variant's own length (its adaptive stages end where its fit says): the plain
+# fit's length comes from the settings alone.
+PLAIN_ITERS = 30
+EARLYSTOP_FILES = ("earlystop.csv", "stage_curves.csv", "trajectory.csv", "outputs.npz")
+
+
+@pytest.fixture(scope="module")
+def split_cell(tmp_path_factory):
+    """The pipeline's path on a micro observation: the plain cell's stage, then the
+    variant cell's stage reading its files."""
+    from dipddpm.io import save_json, save_npz
+    from dipddpm.stages import earlystop as stage
+
+    folder = tmp_path_factory.mktemp("split")
+    clean, observed, _ = _micro_problem()
+    observation = (folder / "degraded.npz", folder / "degraded.json")
+    save_npz(observation[0], clean=clean, observed=observed, names=np.array(["a", "b"]))
+    save_json(observation[1], {"kind": "denoise", "sigma": 25})
+    arch = {"kind": "skip", **MICRO_ARCH}
+    plain_cell = {k: SPLIT_CELL[k] for k in ("dataset", "task", "obs_seed", "arch", "dip_seed")}
+    plain_es = {k: SPLIT_ES[k] for k in ("budgets", "tau", "wmv_window", "wmv_patience")}
+    plain = [folder / name for name in ("baselines.csv", "plain_trajectory.csv", "plain.json")]
+    stage.run_plain_cell(
+        *observation,
+        plain_cell,
+        arch,
+        SPLIT_DIP,
+        {**plain_es, "plain_default_iters": PLAIN_ITERS},
+        "cpu",
+        1,
+        *plain,
+    )
+    outs = [folder / name for name in (*EARLYSTOP_FILES, "params.json")]
+    stage.run_cell(*observation, *plain, SPLIT_CELL, arch, SPLIT_DIP, SPLIT_ES, "cpu", 1, *outs)
+    return {"folder": folder, "observation": observation, "plain": plain, "arch": arch}
+
+
+def _as_computed(path, added=()) -> pd.DataFrame:
+    """A cell's file as the library returned it: without the identity stamp, the columns
+    the stage ``added`` and the timings."""
+    from dipddpm import grid
+
+    frame = grid.unstamp(pd.read_csv(path))
+    return frame.drop(columns=[*added, "elapsed_s"], errors="ignore")
+
+
+def test_the_split_cell_equals_the_composed_cell_bit_for_bit(split_cell):
+    """The plain cell then the variant cell give the one-process cell's numbers exactly
+    (timings aside), through their files."""
+    import json
+
+    from dipddpm.stages.earlystop import baseline_params
+
+    clean, observed, _ = _micro_problem()
+    composed = run_earlystop_cell(
+        clean,
+        observed,
+        Operator("denoise"),
+        25 / 255,
+        "skip",
+        MICRO_ARCH,
+        [11, 11],
+        schedule="linear",
+        K=3,
+        sigma_max=50 / 255,
+        iters_per_stage=8,
+        final_iters=24,
+        baseline_params=baseline_params(SPLIT_ES),
+        progress=False,
+        plain_default_iters=PLAIN_ITERS,
+        **SPLIT_DIP,
+    )
+    folder = split_cell["folder"]
+    expected = {
+        "earlystop.csv": composed.table,
+        "stage_curves.csv": composed.stage_curves,
+        "trajectory.csv": composed.trajectory.drop(columns="elapsed_s"),
+    }
+    for name, want in expected.items():
+        added = ("stage", "device") if name == "earlystop.csv" else ()
+        pd.testing.assert_frame_equal(_as_computed(folder / name, added), want, check_exact=True)
+    saved = np.load(folder / "outputs.npz")
+    np.testing.assert_array_equal(saved["outputs"], composed.outputs_at_stop)
+    np.testing.assert_array_equal(saved["stops"], composed.stops)
+    info = json.loads((folder / "params.json").read_text())["info"]
+    assert info["plain_iters"] == PLAIN_ITERS
+    untimed = {k: v for k, v in composed.info.items() if not k.endswith("_seconds")}
+    assert {k: v for k, v in info.items() if not k.endswith("_seconds")} == untimed
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda cell, es: cell.update(dip_seed=12), "is the plain fit"),
+        (lambda cell, es: es.update(budgets=[5]), "post-hoc settings"),
+    ],
+)
+def test_a_cell_refuses_a_plain_fit_that_is_not_its_own(split_cell, tmp_path, edit, message):
+    from dipddpm.stages import earlystop as stage
+
+    cell, es = dict(SPLIT_CELL), dict(SPLIT_ES)
+    edit(cell, es)
+    outs = [tmp_path / name for name in (*EARLYSTOP_FILES, "params.json")]
+    with pytest.raises(ValueError, match=message):
+        stage.run_cell(
+            *split_cell["observation"],
+            *split_cell["plain"],
+            cell,
+            split_cell["arch"],
+            SPLIT_DIP,
+            es,
+            "cpu",
+            1,
+            *outs,
+        )
+    assert not any(path.exists() for path in outs)
+
+
+def test_the_plain_fit_refuses_a_bad_default_length():
+    from dipddpm.earlystop import run_plain_fit
+    from dipddpm.earlystop.run import make_problem
+
+    clean, observed, sigma = _micro_problem()
+    problem = make_problem(
+        clean, observed, Operator("denoise"), sigma, "skip", MICRO_ARCH, [1, 2], {}, "cpu", False, 1
+    )
+    for bad in (0, 2.5, True, None):
+        with pytest.raises(ValueError, match="plain_default_iters"):
+            run_plain_fit(problem, bad)

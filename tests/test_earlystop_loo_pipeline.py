@@ -58,7 +58,14 @@ def _table(workdir, name: str) -> pd.DataFrame:
 
 def test_the_target_runs_only_the_early_stopping_cells_and_the_summary(loo_run):
     log = loo_run.stdout + loo_run.stderr
-    for rule in ("prepare_dataset", "degrade", "earlystop", "summarise_earlystop_loo"):
+    rules = (
+        "prepare_dataset",
+        "degrade",
+        "earlystop_plain",
+        "earlystop",
+        "summarise_earlystop_loo",
+    )
+    for rule in rules:
         assert f"rule {rule}:" in log
     assert "fit_dip" not in log and "train_ddpm" not in log
 
@@ -113,18 +120,20 @@ def test_each_cell_records_its_plain_trajectory_windows_and_peaks(workdir, loo_r
 
 
 def test_the_plain_fit_keys_are_cell_params(root, workdir, loo_run, config):
-    """A cell reruns when run_past_peak, max_iters or wmv_windows change; the summary
-    alone when only a candidate grid does."""
+    """A cell and its plain fit rerun when run_past_peak, max_iters or wmv_windows
+    change; the summary alone when only a candidate grid does."""
     edited = copy.deepcopy(config)
     edited["earlystop"]["wmv_windows"] = [5]
     _write(workdir, "edited.yaml", edited)
     jobs = scheduled_jobs(snakemake(root, workdir, "-n", "earlystop_loo", config="edited.yaml"))
-    assert jobs["earlystop"] == 2 and jobs["summarise_earlystop_loo"] == 1
+    assert jobs["earlystop_plain"] == jobs["earlystop"] == 2
+    assert jobs["summarise_earlystop_loo"] == 1
     edited = copy.deepcopy(config)
     edited["earlystop"]["loo_patiences"] = [4]
     _write(workdir, "edited.yaml", edited)
     jobs = scheduled_jobs(snakemake(root, workdir, "-n", "earlystop_loo", config="edited.yaml"))
-    assert "earlystop" not in jobs and jobs["summarise_earlystop_loo"] == 1
+    assert "earlystop" not in jobs and "earlystop_plain" not in jobs
+    assert jobs["summarise_earlystop_loo"] == 1
 
 
 def test_without_loo_or_out_the_target_asks_for_nothing(root, workdir, loo_run, config):

@@ -93,39 +93,66 @@ class _Called(Exception):
     pass
 
 
-def test_stage_passes_dip_backtrack_to_the_cell(monkeypatch, tmp_path):
-    clean, observed = _images(1)
-    save_npz(tmp_path / "degraded.npz", clean=clean, observed=observed)
-    save_json(tmp_path / "params.json", {"kind": "denoise", "sigma": 25})
-    calls = []
+ES = {
+    "noise": "fresh",
+    "iters_per_stage": 5,
+    "final_iters": 5,
+    "budgets": [5],
+    "tau": 1.0,
+    "wmv_window": 3,
+    "wmv_patience": 4,
+}
+DIP = {"lr": 0.01, "reg_noise_std": 1 / 30, "exp_weight": 0.99, "backtrack": False}
+CELL = {
+    "dataset": "d",
+    "task": "denoise-s25",
+    "obs_seed": 0,
+    "arch": "skip",
+    "dip_seed": 3,
+    "es_schedule": "cosine",
+    "stages": 3,
+    "sigma_max": 50,
+}
 
-    def record(*args, **kwargs):
-        calls.append(kwargs)
+
+def _observation(tmp_path):
+    clean, observed = _images(1)
+    save_npz(tmp_path / "degraded.npz", clean=clean, observed=observed, names=np.array(["a"]))
+    save_json(tmp_path / "params.json", {"kind": "denoise", "sigma": 25})
+    return tmp_path / "degraded.npz", tmp_path / "params.json"
+
+
+def _recording(calls):
+    def record(problem, *args, **kwargs):
+        calls.append(problem.fitter_args)
         raise _Called
 
-    monkeypatch.setattr(stage, "run_earlystop_cell", record)
-    cell = {"dip_seed": 3, "es_schedule": "cosine", "stages": 3, "sigma_max": 50}
-    es = {
-        "noise": "fresh",
-        "iters_per_stage": 5,
-        "final_iters": 5,
-        "budgets": [5],
-        "tau": 1.0,
-        "wmv_window": 3,
-        "wmv_patience": 4,
-    }
-    dip = {"lr": 0.01, "reg_noise_std": 1 / 30, "exp_weight": 0.99, "backtrack": False}
+    return record
+
+
+def test_plain_stage_passes_dip_backtrack_to_the_plain_fit(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(stage, "run_plain_fit", _recording(calls))
+    outs = [tmp_path / name for name in ("b.csv", "tr.csv", "p.json")]
+    plain = {**ES, "plain_default_iters": 5}
+    with pytest.raises(_Called):
+        stage.run_plain_cell(
+            *_observation(tmp_path), CELL, {"kind": "skip"}, DIP, plain, "cpu", 1, *outs
+        )
+    assert calls[0]["backtrack"] is False
+
+
+def test_variant_stage_passes_dip_backtrack_to_the_variant(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(stage, "run_training_variant", _recording(calls))
+    one_image = pd.DataFrame({"image": [0]})
+    monkeypatch.setattr(
+        stage, "load_plain_cell", lambda *a: stage.PlainFitResult(one_image, one_image, {})
+    )
+    plain = [tmp_path / name for name in ("b.csv", "tr.csv", "p.json")]
     outs = [tmp_path / name for name in ("t.csv", "c.csv", "tr.csv", "o.npz", "o.json")]
     with pytest.raises(_Called):
         stage.run_cell(
-            tmp_path / "degraded.npz",
-            tmp_path / "params.json",
-            cell,
-            {"kind": "skip"},
-            dip,
-            es,
-            "cpu",
-            1,
-            *outs,
+            *_observation(tmp_path), *plain, CELL, {"kind": "skip"}, DIP, ES, "cpu", 1, *outs
         )
     assert calls[0]["backtrack"] is False

@@ -245,6 +245,19 @@ def _observation(name: str) -> str:
     return grid.OBSERVATION.path(grid.observation_of(CELL), name)
 
 
+def _plain(name: str) -> str:
+    return grid.EARLYSTOP_PLAIN.path(grid.plain_fit_of(CELL), name)
+
+
+# The plain fit's default length as the pipeline sets it: (2 - 1) x 3 + 8.
+PLAIN_ES = {
+    **{key: ES[key] for key in ("budgets", "tau", "wmv_window", "wmv_patience")},
+    **{key: ES[key] for key in ("wmv_windows", "run_past_peak", "max_iters")},
+    "plain_default_iters": 11,
+}
+PLAIN_FILES = ("baselines.csv", "trajectory.csv", "params.json")
+
+
 def _loo(name: str) -> str:
     return f"{grid.RESULTS}/earlystop/loo_{name}.csv"
 
@@ -267,9 +280,21 @@ def workdir(tmp_path_factory):
             _observation("params.json"),
             "preview.png",
         )
+        earlystop_stage.run_plain_cell(
+            _observation("degraded.npz"),
+            _observation("params.json"),
+            grid.plain_fit_of(CELL),
+            ARCH,
+            DIP,
+            PLAIN_ES,
+            "cpu",
+            1,
+            *[_plain(name) for name in PLAIN_FILES],
+        )
         earlystop_stage.run_cell(
             _observation("degraded.npz"),
             _observation("params.json"),
+            *[_plain(name) for name in PLAIN_FILES],
             cell=CELL,
             arch=ARCH,
             dip=DIP,

@@ -259,6 +259,35 @@ def test_earlystop_datasets_expand_every_block_on_each_dataset(default):
     assert len({grid.EARLYSTOP.path(c) for c in cells}) == len(cells)
 
 
+def test_cells_differing_only_in_the_variant_share_one_plain_fit(default, study):
+    """The plain fit's cell has no variant axis: the default's two schedules read one, the
+    study's ablations one per dataset and architecture."""
+    cosine, geometric = grid.earlystop_cells(default)
+    assert (cosine["es_schedule"], geometric["es_schedule"]) == ("cosine", "geometric")
+    path = grid.EARLYSTOP_PLAIN.path(grid.plain_fit_of(cosine), "baselines.csv")
+    assert grid.EARLYSTOP_PLAIN.path(grid.plain_fit_of(geometric), "baselines.csv") == path
+    assert grid.cells(default)["earlystop_plain"] == [grid.plain_fit_of(cosine)]
+    assert grid.kind_of(path) is grid.EARLYSTOP_PLAIN
+    assert grid.parse(path) == grid.plain_fit_of(cosine)
+    ablations = grid.earlystop_ablation_cells(study)
+    plain = {grid.EARLYSTOP_PLAIN.path(grid.plain_fit_of(c)) for c in ablations}
+    pairs = {(c["dataset"], c["arch"]) for c in ablations}
+    assert len(plain) == len(pairs) == 4 < len(ablations)
+
+
+def test_the_plain_fit_runs_the_configs_longest_progressive_fit(default, study):
+    # config.yaml: 4 noisy stages of 40 and a final 400 (budgets at most 400).
+    assert grid.earlystop_plain_iters(default) == 560
+    # study.yaml: the ablations' 10 stages, 9 x 100 + 1500, for the grid's cells too.
+    assert grid.earlystop_plain_iters(study) == 2400
+    budget = copy.deepcopy(default)
+    budget["earlystop"]["budgets"] = [200, 1000]
+    assert grid.earlystop_plain_iters(budget) == 1000
+    schedules = copy.deepcopy(default)
+    schedules["earlystop"]["grid"][0]["schedules"] = ["linear"]
+    assert grid.earlystop_plain_iters(schedules) == 560
+
+
 def test_a_generation_setting_pools_its_sample_seeds_in_one_folder(default):
     config = copy.deepcopy(default)
     config["ddpm"]["sample"]["seeds"] = [0, 1, 2]

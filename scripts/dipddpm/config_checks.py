@@ -561,8 +561,15 @@ def _earlystop_plain_fit_errors(es: dict) -> list[str]:
 
 
 def _longest_progressive_fit(es: dict) -> int:
-    stages = max((k for block in es.get("grid", []) for k in block["stages"]), default=1)
-    return (stages - 1) * es.get("iters_per_stage", 100) + es.get("final_iters", 3000)
+    """grid.earlystop_plain_iters' progressive part on the unfilled config: every plain
+    fit runs at least as long as the config's longest progressive fit, the grid's or the
+    ablations' (one plain fit serves both)."""
+    stages = [k for block in es.get("grid", []) for k in block["stages"]]
+    ablations = es.get("ablations") or {}
+    if ablations:
+        stages += [ablations["centre"]["stages"], *ablations.get("vary", {}).get("stages", [])]
+    longest = max(stages, default=1)
+    return (longest - 1) * es.get("iters_per_stage", 100) + es.get("final_iters", 3000)
 
 
 # ------------------------------------------------------------------------ guided DIP

@@ -2,9 +2,41 @@
 # fixed budgets, the discrepancy principle, ES-WMV and the oracle on the same fits.
 
 
+# The plain DIP fit the post-hoc rules are scored on: its own cell (observation, arch, DIP
+# seed), fitted once for every early-stopping cell that differs only in the training
+# variant's settings, with a length set by the config, not by any variant's run.
+rule earlystop_plain:
+    input:
+        unpack(observation_input),
+    output:
+        table=grid.EARLYSTOP_PLAIN.file(EARLYSTOP_PLAIN_FILES["table"]),
+        trajectory=grid.EARLYSTOP_PLAIN.file(EARLYSTOP_PLAIN_FILES["trajectory"]),
+        json=grid.EARLYSTOP_PLAIN.file(EARLYSTOP_PLAIN_FILES["json"]),
+    log:
+        grid.EARLYSTOP_PLAIN.log,
+    benchmark:
+        grid.EARLYSTOP_PLAIN.benchmark
+    group:
+        "earlystop"
+    conda:
+        "../../environment.yml"
+    threads: 1
+    resources:
+        gpu=1,
+        runtime=120,
+    params:
+        identity=lambda wc: cell_of(grid.EARLYSTOP_PLAIN, wc),
+        settings=earlystop_plain_cell_settings,
+        device=config["device"],
+    script:
+        "../../scripts/earlystop_plain.py"
+
+
+# The training variant's fit, joined with its plain cell's rows into the cell's table.
 rule earlystop:
     input:
         unpack(observation_input),
+        unpack(earlystop_plain_input),
     output:
         table=grid.EARLYSTOP.file("earlystop.csv"),
         curves=grid.EARLYSTOP.file("stage_curves.csv"),

@@ -12,7 +12,8 @@ One module per concern:
                          registries and parameter checks
 ``table``                the early-stopping table: rows scored against the clean image
 ``past_peak``            the plain fit run to every image's PSNR peak + a patience, capped
-``run``                  the experiment cell (``run_earlystop_cell``)
+``run``                  the experiment cell (``run_earlystop_cell``), or its two fits apart
+                         (``run_plain_fit``, ``run_training_variant``, ``assemble_cell``)
 
 A new post-hoc rule or training variant is one registered class in a new module here (see
 ``registry``); importing the package imports every module in it, which registers it.
@@ -45,7 +46,15 @@ from .registry import (
     register_variant,
 )
 from .rules import STOP_VARIANTS, ProgressiveSureRule
-from .run import SNAPSHOT_BUDGET_BYTES, EarlyStopResult, run_earlystop_cell
+from .run import (
+    SNAPSHOT_BUDGET_BYTES,
+    EarlyStopResult,
+    PlainFitResult,
+    assemble_cell,
+    run_earlystop_cell,
+    run_plain_fit,
+    run_training_variant,
+)
 from .table import (
     PLAIN_FIT_DEFAULTS,
     TABLE_COLUMNS,
@@ -82,6 +91,7 @@ __all__ = [
     "EarlyStopResult",
     "PastPeak",
     "PastPeakFit",
+    "PlainFitResult",
     "PosthocRule",
     "Problem",
     "ProgressiveSureRule",
@@ -89,6 +99,7 @@ __all__ = [
     "ProgressiveTargets",
     "TrainingVariant",
     "VariantRun",
+    "assemble_cell",
     "baseline_defaults",
     "baseline_stops",
     "discrepancy_stop",
@@ -105,6 +116,8 @@ __all__ = [
     "register_rule",
     "register_variant",
     "run_earlystop_cell",
+    "run_plain_fit",
+    "run_training_variant",
     "ssim_of",
     "stage_sigmas",
     "stage_targets_for",

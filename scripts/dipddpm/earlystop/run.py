@@ -1,5 +1,11 @@
 """The experiment cell: a training variant's fit, a plain DIP fit for the post-hoc rules, and
-every stop scored against the clean images."""
+every stop scored against the clean images.
+
+The two fits are independent (each image's streams come from its seed), so they also run
+apart: ``run_plain_fit`` and ``run_training_variant`` on one ``make_problem``, joined by
+``assemble_cell``; ``run_earlystop_cell`` composes the three. The pipeline runs the plain
+fit as a cell of its own, shared by the cells that differ only in the variant's settings.
+"""
 
 from __future__ import annotations
 
@@ -15,11 +21,23 @@ from ..dip.defaults import DIP_DEFAULTS
 from ..dip.fit import FitResult, fit_dip
 from ..operators import Operator
 from .past_peak import PastPeak, is_count, peak_summary
-from .registry import TRAINING_VARIANTS, Problem, TrainingVariant, merge_params
+from .registry import TRAINING_VARIANTS, Problem, TrainingVariant, VariantRun, merge_params
 from .table import add_plain_gap, baseline_defaults, evaluate_baselines
 
 # Plain-DIP EMA snapshots kept for SSIM at the post-hoc stops are capped to this size.
 SNAPSHOT_BUDGET_BYTES = 256 * 2**20
+
+
+@dataclass
+class PlainFitResult:
+    """The plain DIP fit, scored. ``table``: every registered post-hoc rule's rows
+    (``evaluate_baselines``). ``trajectory``: the fit's. ``info``: ``plain_iters`` (its
+    length, the longest image's), ``plain_seconds``, ``ssim_every`` and, with
+    ``run_past_peak``, ``plain_past_peak``."""
+
+    table: pd.DataFrame
+    trajectory: pd.DataFrame
+    info: dict
 
 
 @dataclass
@@ -62,6 +80,7 @@ def run_earlystop_cell(
     progress: bool = True,
     log_every: int = 1,
     variant: str = "progressive",
+    plain_default_iters: int | None = None,
 ) -> EarlyStopResult:
     """Fit the training ``variant`` (its stops decided while it trains) and a plain DIP
     (``fit_dip``, same seeds) for the registered post-hoc rules; score every stop.
@@ -71,10 +90,12 @@ def run_earlystop_cell(
     ``schedule`` ... ``final_iters`` are the variant's settings. ``rule_params``: the
     variant's keys (``progressive``: ``RULE_DEFAULTS``). ``baseline_params``: the plain
     fit's ``budgets`` (snapshots), ``wmv_window``, ``wmv_windows`` (extra ES-WMV windows,
-    recorded as ``wmv_<W>`` trajectory columns for ``loo``), ``iters`` (default: the
-    variant's total iterations, or the largest budget), ``ssim_every``, ``run_past_peak``
+    recorded as ``wmv_<W>`` trajectory columns for ``loo``), ``iters`` (default:
+    ``plain_default_iters``, or the largest budget), ``ssim_every``, ``run_past_peak``
     and ``max_iters`` (below), and each registered rule's keys (``budgets``, ``tau``,
-    ``patience``). Unknown keys in either are refused.
+    ``patience``). Unknown keys in either are refused. ``plain_default_iters``: the plain
+    fit's default length (None: the variant's total iterations, which ties the plain fit
+    to the variant's run; the pipeline gives a length from the config, ``run_plain_fit``).
 
     ``run_past_peak`` (opt-in; default None, a fixed length): the plain fit runs at least
     the default length and on until every image is ``run_past_peak`` iterations past its
@@ -87,20 +108,12 @@ def run_earlystop_cell(
     budget); the SSIM reported is that of the last snapshot at or before the stop. The
     default spacing is 1 (exact) unless the snapshots would exceed 256 MiB.
     """
-    settings = dict(
-        schedule=schedule,
-        K=K,
-        sigma_max=sigma_max,
-        noise=noise,
-        iters_per_stage=iters_per_stage,
-        final_iters=final_iters,
-    )
+    settings = variant_settings(schedule, K, sigma_max, noise, iters_per_stage, final_iters)
     training = training_variant(variant, settings, rule_params)
-    bp = merge_params("baseline_params", baseline_params, baseline_defaults())
-    check_plain_settings(bp)  # before any fit: a bad key must not cost the variant's fit
-    fitter_args = dict(
-        lr=lr, reg_noise_std=reg_noise_std, exp_weight=exp_weight, backtrack=backtrack
-    )
+    # Before any fit: a bad key or length must not cost the variant's fit.
+    bp = plain_params(baseline_params)
+    if plain_default_iters is not None:
+        check_default_iters(plain_default_iters)
     problem = make_problem(
         clean,
         observed,
@@ -109,27 +122,95 @@ def run_earlystop_cell(
         kind,
         arch_params,
         seeds,
-        fitter_args,
+        fitter_arguments(lr, reg_noise_std, exp_weight, backtrack),
         device,
         progress,
         log_every,
     )
     fitted = training.fit(problem)
-    plain, plain_iters, every = plain_fit(problem, bp, fitted.total_iters)
-    baselines = evaluate_baselines(plain.trajectory, plain.snapshots, problem.clean, sigma_task, bp)
-    table = pd.concat([fitted.table, baselines], ignore_index=True)
+    default_iters = fitted.total_iters if plain_default_iters is None else plain_default_iters
+    return assemble_cell(fitted, scored_plain_fit(problem, bp, default_iters))
+
+
+def run_plain_fit(
+    problem: Problem, default_iters: int, baseline_params: dict | None = None
+) -> PlainFitResult:
+    """The plain DIP fit (``fit_dip``, the problem's seeds) for the registered post-hoc
+    rules, scored: ``run_earlystop_cell``'s plain half. ``default_iters``: its default
+    length (its least length with ``run_past_peak``), given by the caller so that it does
+    not depend on any training variant's run; ``baseline_params`` as there."""
+    bp = plain_params(baseline_params)
+    check_default_iters(default_iters)
+    return scored_plain_fit(problem, bp, default_iters)
+
+
+def run_training_variant(
+    problem: Problem,
+    settings: dict,
+    rule_params: dict | None = None,
+    variant: str = "progressive",
+) -> VariantRun:
+    """The training ``variant``'s fit, its stops scored: ``run_earlystop_cell``'s other
+    half. ``settings``: ``variant_settings``'s keys."""
+    return training_variant(variant, settings, rule_params).fit(problem)
+
+
+def assemble_cell(fitted: VariantRun, plain: PlainFitResult) -> EarlyStopResult:
+    """The cell's result from its two halves: the variant's rows then the post-hoc rules',
+    each row's gap to the plain peak (``add_plain_gap``), the variant's info then the
+    plain fit's."""
+    table = pd.concat([fitted.table, plain.table], ignore_index=True)
     add_plain_gap(table)
-    info = {
-        **fitted.info,
-        "plain_iters": plain_iters,
-        "plain_seconds": plain.seconds,
-        "ssim_every": every,
-    }
-    if bp["run_past_peak"] is not None:
-        info["plain_past_peak"] = past_peak_info(plain.trajectory, bp)
+    info = {**fitted.info, **plain.info}
     return EarlyStopResult(
         table, fitted.curves, fitted.stops, fitted.outputs_at_stop, plain.trajectory, info
     )
+
+
+def variant_settings(
+    schedule: str, K: int, sigma_max: float, noise: str, iters_per_stage: int, final_iters: int
+) -> dict:
+    """A training variant's ``settings`` (``TrainingVariant``)."""
+    return dict(
+        schedule=schedule,
+        K=K,
+        sigma_max=sigma_max,
+        noise=noise,
+        iters_per_stage=iters_per_stage,
+        final_iters=final_iters,
+    )
+
+
+def fitter_arguments(lr: float, reg_noise_std: float, exp_weight: float, backtrack: bool) -> dict:
+    """``Problem.fitter_args``: what every DIP fit of a cell is fitted with."""
+    return dict(lr=lr, reg_noise_std=reg_noise_std, exp_weight=exp_weight, backtrack=backtrack)
+
+
+def plain_params(baseline_params: dict | None) -> dict:
+    """``baseline_params`` over their defaults, checked (each error names its key)."""
+    bp = merge_params("baseline_params", baseline_params, baseline_defaults())
+    check_plain_settings(bp)
+    return bp
+
+
+def check_default_iters(default_iters) -> None:
+    if not is_count(default_iters, 1):
+        raise ValueError(
+            f"the plain fit's default length (plain_default_iters) must be an integer >= 1; "
+            f"got {default_iters!r}"
+        )
+
+
+def scored_plain_fit(problem: Problem, bp: dict, default_iters: int) -> PlainFitResult:
+    """``plain_fit`` with every post-hoc rule scored on it; ``bp`` merged and checked."""
+    plain, plain_iters, every = plain_fit(problem, bp, default_iters)
+    table = evaluate_baselines(
+        plain.trajectory, plain.snapshots, problem.clean, problem.sigma_task, bp
+    )
+    info = {"plain_iters": plain_iters, "plain_seconds": plain.seconds, "ssim_every": every}
+    if bp["run_past_peak"] is not None:
+        info["plain_past_peak"] = past_peak_info(plain.trajectory, bp)
+    return PlainFitResult(table, plain.trajectory, info)
 
 
 def make_problem(
@@ -273,7 +354,7 @@ def _past_peak_until(params: dict, min_iters: int) -> PastPeak | None:
     if cap < min_iters:
         raise ValueError(
             f"baseline_params 'max_iters' ({cap}) is below the plain fit's least length "
-            f"{min_iters} (the training variant's iterations and the largest budget)"
+            f"{min_iters} (its default length and the largest budget)"
         )
     return PastPeak(patience=int(patience), min_iters=min_iters)
 

@@ -23,6 +23,8 @@ from .design import (
     dip_cells,
     earlystop_ablation_cells,
     earlystop_cells,
+    earlystop_plain_cells,
+    earlystop_plain_iters,
     generate_cells,
     generation,
     generation_settings,

@@ -24,6 +24,7 @@ from .paths import (
     _pick,
     canonical,
     observation_of,
+    plain_fit_of,
     prior_of,
     setting_of,
 )
@@ -684,6 +685,36 @@ def ablation_factor(ablations: Mapping, cell: Mapping) -> str:
     raise KeyError(f"{dict(cell)} is no cell of earlystop.ablations")
 
 
+def earlystop_plain_cells(config: Mapping) -> list[dict[str, str]]:
+    """The plain fits the early-stopping cells (the grid's and the ablations') are scored
+    on: one per observation, architecture and DIP seed, shared by every cell that differs
+    only in the training variant's settings (schedule, stages, sigma_max)."""
+    cells = earlystop_cells(config) + earlystop_ablation_cells(config)
+    return _unique([plain_fit_of(cell) for cell in cells])
+
+
+def earlystop_plain_iters(config: Mapping) -> int:
+    """The plain fit's default length (its least length with ``run_past_peak``): the
+    longest nominal progressive fit over every early-stopping cell of the config,
+    (stages - 1) x ``iters_per_stage`` + ``final_iters``, or the largest budget if longer.
+
+    Read from the config alone, never from a variant's run, so one plain fit serves cells
+    of different stage counts, and every plain fit of a config has one length: the
+    post-hoc rules, the plain-peak yardstick and the leave-one-image-out summary see the
+    same horizon on every case. The nominal length is the progressive fit's with
+    fixed-length stages (adaptive stages mostly end earlier; a long last noisy stage may
+    run past it, which only the fit itself could tell), and the largest budget needs its
+    iteration. Changing the longest
+    stage count or the stage lengths changes every plain fit's params (they rerun)."""
+    es = config["earlystop"]
+    cells = earlystop_cells(config) + earlystop_ablation_cells(config)
+    if not cells:
+        raise ValueError("the config has no early-stopping cells, so no plain fit length")
+    stages = max(int(cell["stages"]) for cell in cells)
+    longest = (stages - 1) * int(es["iters_per_stage"]) + int(es["final_iters"])
+    return max([longest, *(int(b) for b in es["budgets"])])
+
+
 def _earlystop_datasets(es: Mapping) -> list[str]:
     # The config checks refuse both keys at once; ``dataset`` is the older spelling.
     return [es["dataset"]] if "dataset" in es else list(es["datasets"])
@@ -776,6 +807,7 @@ def cells(config: Mapping) -> dict[str, list[dict[str, str]]]:
         ),
         "generate": _unique(generate_cells(config) + generation_noise_cells(config)),
         "earlystop": _unique(earlystop_cells(config) + earlystop_ablation_cells(config)),
+        "earlystop_plain": earlystop_plain_cells(config),
         "guided": guided_cells(config),
     }
 

@@ -186,6 +186,12 @@ EARLYSTOP = Kind(
     "earlystop",
     (*OBSERVATION_AXES, "arch", "es_schedule", "stages", "sigma_max", "dip_seed"),
 )
+# The plain DIP fit an early-stopping cell's post-hoc rules are scored on. It depends on
+# none of the training variant's settings (schedule, stages, sigma_max), so it is a cell of
+# its own that every early-stopping cell differing only in those reads (fitted once).
+EARLYSTOP_PLAIN = Kind(
+    "earlystop_plain", "earlystop/plain", (*OBSERVATION_AXES, "arch", "dip_seed")
+)
 # DIP guided by a trained DDPM (issue 18): lam 0 is plain DIP, form `none`, the reference the
 # guided fits are paired with; it also holds the DDPM-alone rows of its model.
 GUIDED = Kind(
@@ -196,7 +202,18 @@ GUIDED = Kind(
 REFERENCE = Kind("reference", "metrics/reference", ("dataset",))
 KINDS = {
     k.name: k
-    for k in (CLEAN, OBSERVATION, DIP, TRAIN, SAMPLE, GENERATE, EARLYSTOP, GUIDED, REFERENCE)
+    for k in (
+        CLEAN,
+        OBSERVATION,
+        DIP,
+        TRAIN,
+        SAMPLE,
+        GENERATE,
+        EARLYSTOP,
+        EARLYSTOP_PLAIN,
+        GUIDED,
+        REFERENCE,
+    )
 }
 
 TABLES = f"{RESULTS}/tables"
@@ -264,6 +281,16 @@ def stamp(frame, cell: Mapping[str, Any], method: str | None = None):
     return frame
 
 
+def unstamp(frame):
+    """``frame`` without the columns :func:`stamp` adds (every identity column and the code
+    version): the rows as their cell computed them, for a cell that reuses another's rows
+    and stamps them with its own identity."""
+    from ..version import code_version
+
+    stamped = {*IDENTITY_COLUMNS, *code_version()}
+    return frame[[c for c in frame.columns if c not in stamped]]
+
+
 # A training cell's checkpoints are files in its folder, one per `ckpt`.
 CHECKPOINT = "step~{ckpt}.pt"
 CHECKPOINT_RE = re.compile(r"^step~(" + INT + r")\.pt$")
@@ -313,6 +340,11 @@ def prior_of(cell: Mapping[str, Any]) -> dict[str, str] | None:
     if cell["start"] != "dip":
         return None
     return _pick(cell, DIP)
+
+
+def plain_fit_of(cell: Mapping[str, Any]) -> dict[str, str]:
+    """The plain-fit cell (EARLYSTOP_PLAIN) an early-stopping cell's post-hoc rules read."""
+    return _pick(cell, EARLYSTOP_PLAIN)
 
 
 def _pick(cell: Mapping[str, Any], kind: Kind) -> dict[str, str]:

@@ -1,25 +1,82 @@
 """Example 2 stage: a cell per grid.EARLYSTOP identity (observation, arch, schedule, K,
-sigma_max, DIP seed)."""
+sigma_max, DIP seed), scored with the post-hoc rules on the plain fit of its
+grid.EARLYSTOP_PLAIN cell (observation, arch, DIP seed), which every cell differing only in
+the training variant's settings reads."""
 
 from __future__ import annotations
 
 import logging
 
+import pandas as pd
 import torch
 
 from .. import aggregate, grid
 from ..device import describe_device, pick_device
-from ..earlystop import run_earlystop_cell
 from ..earlystop.ablations import ablation_markdown, ablation_table
+from ..earlystop.registry import Problem
+from ..earlystop.run import (
+    PlainFitResult,
+    assemble_cell,
+    fitter_arguments,
+    make_problem,
+    run_plain_fit,
+    run_training_variant,
+    variant_settings,
+)
 from ..io import load_json, load_npz, save_csv, save_json, save_npz, save_text
 from ..operators import Operator
 
 log = logging.getLogger("dipddpm")
 
+# The settings key of the plain fit's default length (grid.earlystop_plain_iters).
+PLAIN_LENGTH_KEY = "plain_default_iters"
+
+
+def run_plain_cell(
+    degraded_npz,
+    degraded_json,
+    cell: dict,
+    arch: dict,
+    dip: dict,
+    es: dict,
+    device: str,
+    threads: int,
+    out_table,
+    out_trajectory,
+    out_json,
+) -> None:
+    """The plain DIP fit the post-hoc rules are scored on, with their rows. ``es``: the
+    plain fit's keys (``baseline_params``) and ``plain_default_iters``, its length."""
+    torch.set_num_threads(max(1, int(threads)))
+    data, task = load_denoising(degraded_npz, degraded_json)
+    if PLAIN_LENGTH_KEY not in es:
+        raise ValueError(f"the plain cell's settings lack {PLAIN_LENGTH_KEY!r}: {sorted(es)}")
+    dev = pick_device(device)
+    problem = cell_problem(data, task, cell, arch, dip, dev)
+    plain = run_plain_fit(problem, es[PLAIN_LENGTH_KEY], baseline_params(es))
+    name_peaks(plain.info, data["names"])
+    identity = {**cell, "purpose": "restoration"}
+    save_csv(out_trajectory, grid.stamp(plain.trajectory, identity, "earlystop"))
+    save_json(
+        out_json,
+        {
+            **cell,
+            "arch_params": arch,
+            "dip": dip,
+            "earlystop": es,
+            "info": plain.info,
+            **describe_device(dev),
+        },
+    )
+    save_csv(out_table, grid.stamp(plain.table, identity, "earlystop"))
+
 
 def run_cell(
     degraded_npz,
     degraded_json,
+    plain_table,
+    plain_trajectory,
+    plain_json,
     cell: dict,
     arch: dict,
     dip: dict,
@@ -32,35 +89,23 @@ def run_cell(
     out_npz,
     out_json,
 ) -> None:
-    """Progressive-target DIP with its stopping rule, and the baselines on a plain fit."""
+    """Progressive-target DIP with its stopping rule, and the baselines read from the plain
+    cell's outputs (``run_plain_cell``; checked to be this cell's plain fit)."""
     torch.set_num_threads(max(1, int(threads)))
-    data, task = load_npz(degraded_npz), load_json(degraded_json)
-    if task["kind"] != "denoise":
-        raise ValueError(f"early stopping needs a denoising task (known sigma); got {task['kind']}")
+    data, task = load_denoising(degraded_npz, degraded_json)
+    plain = load_plain_cell(plain_table, plain_trajectory, plain_json, cell, arch, dip, es)
+    check_plain_images(plain, len(data["observed"]), plain_json)
     dev = pick_device(device)
-    seeds = [int(cell["dip_seed"])] * len(data["observed"])
-    result = run_earlystop_cell(
-        data["clean"],
-        data["observed"],
-        Operator.from_arrays(data, task),
-        sigma_task=float(task["sigma"]) / 255.0,
-        kind=arch["kind"],
-        arch_params={k: v for k, v in arch.items() if k != "kind"},
-        seeds=seeds,
-        schedule=cell["es_schedule"],
-        K=int(cell["stages"]),
-        sigma_max=float(cell["sigma_max"]) / 255.0,
-        noise=es["noise"],
-        iters_per_stage=int(es["iters_per_stage"]),
-        final_iters=int(es["final_iters"]),
-        baseline_params=baseline_params(es),
-        lr=float(dip["lr"]),
-        reg_noise_std=float(dip["reg_noise_std"]),
-        exp_weight=float(dip["exp_weight"]),
-        backtrack=bool(dip["backtrack"]),
-        device=dev,
+    settings = variant_settings(
+        cell["es_schedule"],
+        int(cell["stages"]),
+        float(cell["sigma_max"]) / 255.0,
+        es["noise"],
+        int(es["iters_per_stage"]),
+        int(es["final_iters"]),
     )
-    name_peaks(result.info, data["names"])
+    fitted = run_training_variant(cell_problem(data, task, cell, arch, dip, dev), settings)
+    result = assemble_cell(fitted, plain)
     table = result.table.copy()
     table["stage"], table["device"] = "earlystop", dev.type
     identity = {**cell, "purpose": "restoration"}
@@ -72,6 +117,93 @@ def run_cell(
         {**cell, "arch_params": arch, "earlystop": es, "info": result.info, **describe_device(dev)},
     )
     save_csv(out_table, grid.stamp(table, identity, "earlystop"))
+
+
+def load_denoising(degraded_npz, degraded_json) -> tuple[dict, dict]:
+    """The observation's arrays and task; early stopping needs a known noise level."""
+    data, task = load_npz(degraded_npz), load_json(degraded_json)
+    if task["kind"] != "denoise":
+        raise ValueError(f"early stopping needs a denoising task (known sigma); got {task['kind']}")
+    return data, task
+
+
+def cell_problem(
+    data: dict, task: dict, cell: dict, arch: dict, dip: dict, device: torch.device
+) -> Problem:
+    """The observation's images as both fits of a cell read them, every image with the
+    cell's DIP seed."""
+    return make_problem(
+        data["clean"],
+        data["observed"],
+        Operator.from_arrays(data, task),
+        float(task["sigma"]) / 255.0,
+        arch["kind"],
+        {k: v for k, v in arch.items() if k != "kind"},
+        [int(cell["dip_seed"])] * len(data["observed"]),
+        fitter_arguments(
+            float(dip["lr"]),
+            float(dip["reg_noise_std"]),
+            float(dip["exp_weight"]),
+            bool(dip["backtrack"]),
+        ),
+        device,
+        progress=True,
+        log_every=1,
+    )
+
+
+def load_plain_cell(
+    table_csv, trajectory_csv, params_json, cell: dict, arch: dict, dip: dict, es: dict
+) -> PlainFitResult:
+    """The plain cell's outputs as ``run_plain_fit`` returned them (without the identity
+    columns it stamped), once its record shows it is the fit this cell would run."""
+    record = load_json(params_json)
+    check_plain_record(record, cell, arch, dip, es, params_json)
+    # pandas (3.1 on) parses every float exactly: the cell's rows equal those of the same
+    # two fits run in one process (run_earlystop_cell) bit for bit.
+    table = grid.unstamp(pd.read_csv(table_csv))
+    trajectory = grid.unstamp(pd.read_csv(trajectory_csv))
+    return PlainFitResult(table, trajectory, record["info"])
+
+
+def check_plain_record(record: dict, cell: dict, arch: dict, dip: dict, es: dict, where) -> None:
+    """The plain cell's ``params.json`` must name this cell's plain fit (observation, arch,
+    DIP seed) fitted with this cell's architecture, DIP keys and post-hoc settings."""
+    wanted = grid.plain_fit_of(cell)
+    found = {axis: grid.canonical(record.get(axis)) for axis in grid.EARLYSTOP_PLAIN.axes}
+    if found != wanted:
+        raise ValueError(f"{where} is the plain fit {found}; this cell reads {wanted}")
+    recorded = {
+        "arch_params": (record.get("arch_params"), arch),
+        "dip": (record.get("dip"), dip),
+        "post-hoc settings": (recorded_baseline_params(record), baseline_params(es)),
+    }
+    for what, (theirs, mine) in recorded.items():
+        if theirs != mine:
+            raise ValueError(
+                f"{where} was fitted with {what} {theirs!r}; this cell runs with {mine!r}: "
+                "rerun the plain cell"
+            )
+
+
+def recorded_baseline_params(record: dict) -> dict | None:
+    """The post-hoc settings a plain cell's record says it ran with (None: unreadable)."""
+    try:
+        return baseline_params(record["earlystop"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def check_plain_images(plain: PlainFitResult, n_images: int, where) -> None:
+    """The plain fit's rows and trajectory cover exactly the observation's images."""
+    wanted = list(range(n_images))
+    for name, frame in (("table", plain.table), ("trajectory", plain.trajectory)):
+        images = sorted(frame["image"].unique().tolist()) if "image" in frame else []
+        if images != wanted:
+            raise ValueError(
+                f"the plain cell {where} has a {name} of images {images}; the "
+                f"observation has {n_images}: rerun the plain cell"
+            )
 
 
 def baseline_params(es: dict) -> dict:
