@@ -16,4 +16,5 @@ with log_to(snakemake.log[0]):
         repo=snakemake.params.repo,
         all_cells=snakemake.input.all_cells,
         benchmarks=snakemake.params.benchmarks,
+        generation=snakemake.input.get("generation", []),
     )

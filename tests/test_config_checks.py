@@ -11,7 +11,8 @@ import yaml
 from snakemake.utils import validate
 
 from dipddpm import grid
-from dipddpm.config import ConfigError, load_schema, validate_config
+from dipddpm.config import ConfigError, load_config, load_schema, validate_config
+from dipddpm.config_checks import _disjoint_set_errors
 
 SCHEMA = "workflow/schemas/config.schema.yaml"
 
@@ -590,6 +591,20 @@ def test_a_cap_belongs_to_a_run_past_the_peak_and_leaves_room_for_it(config, sch
     assert len(problems) == 1 and problems[0].startswith(message)
 
 
+def test_a_cap_leaves_room_for_the_ablations_longest_fit(config, schema):
+    """One plain fit serves the grid's cells and the ablations': 6 stages there make it
+    5 x 40 + 400 = 600 iterations at least."""
+    config["earlystop"].update(run_past_peak=0, max_iters=560)
+    config["earlystop"]["ablations"] = {
+        "tasks": ["denoise-s25"],
+        "centre": {"arch": "skip", "schedule": "cosine", "stages": 5, "sigma_max": 50},
+        "vary": {"stages": [6]},
+    }
+    problems = _problems(_error(config, schema))
+    message = "'earlystop.max_iters' (560) is below the plain fit's least length 600"
+    assert len(problems) == 1 and problems[0].startswith(message)
+
+
 def test_a_cap_at_the_longest_fit_is_accepted(config, schema):
     config["earlystop"].update(run_past_peak=0, max_iters=560)
     validate_config(config, schema)
@@ -625,9 +640,13 @@ def test_the_schema_refuses_bad_plain_fit_and_loo_values(config, schema, keys):
 def test_the_reference_is_held_out_from_the_ddpm_training_split(config, schema):
     """It scores the generated images and is the memorisation test's held-out baseline."""
     config["data"]["datasets"]["cifar10-ref"]["split"] = "train"
-    # The generation sources (training images) are then in the reference's split too.
-    problem, sources = _problems(_error(config, schema))
+    # The generation sources (training images) are then in the reference's split too, and
+    # so is the classifier's training set (the whole split).
+    problem, sources, fitted = _problems(_error(config, schema))
     assert sources.startswith("'ddpm.generation.dataset' 'cifar10-gen' and 'metrics.reference'")
+    assert fitted.startswith(
+        "'metrics.reference' 'cifar10-ref' and 'metrics.classifier.train' 'cifar10-train50k'"
+    )
     assert problem.startswith(
         "'ddpm.dataset' 'cifar10-train' and 'metrics.reference' 'cifar10-ref' can share images "
         "(both drawn from the CIFAR-10 train split)"
@@ -640,6 +659,9 @@ def test_a_config_that_generates_nothing_may_score_against_training_images(confi
     config["data"]["datasets"]["cifar10-ref"]["split"] = "train"
     del config["ddpm"]["generation"]
     config["ddpm"]["sample"]["generate"] = 0
+    # Nothing generated, nothing for the generation metrics' classifier to score either
+    # (with it, the reference must still be held out from its training split).
+    del config["metrics"]["classifier"]
     validate_config(config, schema)
 
 
@@ -685,3 +707,32 @@ def test_the_classifier_is_tested_and_scores_on_images_it_never_trained_on(confi
         and "images the classifier was fitted to" in p
         for p in problems
     )
+
+
+def test_the_default_run_scores_its_generation_with_the_studys_stored_classifier(root):
+    """The default run's offline generation metrics reuse the study's committed classifier
+    (same sets, same settings, its store), so it trains none; every generation setting has
+    a score target, and the sets the metrics compare are disjoint where they must be."""
+    default = load_config(root / "config" / "config.yaml", root / SCHEMA)
+    study = load_config(root / "config" / "study.yaml", root / SCHEMA)
+    classifier = default["metrics"]["classifier"]
+    assert classifier == study["metrics"]["classifier"]
+    for role in ("train", "test"):
+        name = classifier[role]
+        assert default["data"]["datasets"][name] == study["data"]["datasets"][name]
+    store = root / classifier["store"]
+    assert (store / "cifarnet.pt").is_file() and (store / "cifarnet.json").is_file()
+    for kind in (grid.SAMPLE, grid.GENERATE):
+        settings = grid.generation_settings(default, kind)
+        targets = {grid.setting_path(kind, s, grid.GENERATION_SCORES) for s in settings}
+        assert settings and len(targets) == len(settings), kind.name
+    # DIP-started at t0 300 and 600 (full model) and 300 (truncated, t_max 300); from
+    # noise at 10 and 25 steps.
+    assert len(grid.generation_settings(default, grid.SAMPLE)) == 3
+    assert len(grid.generation_settings(default, grid.GENERATE)) == 2
+    assert _disjoint_set_errors(default) == []
+    # The reference is the test split's, the classifier trained on the whole training split.
+    datasets = default["data"]["datasets"]
+    assert datasets[default["metrics"]["reference"]]["split"] == "test"
+    train = datasets[classifier["train"]]
+    assert (train["source"], train["split"], train["n"]) == ("cifar10", "train", 50000)

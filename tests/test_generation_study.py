@@ -141,7 +141,6 @@ def test_the_study_part_leaves_the_other_parts_alone(root):
         ("ddpm.generation.steps", lambda g: g.update(steps=[0])),
         ("ddpm.generation.noise", lambda g: g.update(noise={"generate": 4, "count": 2})),
         ("ddpm.generation", lambda g: g.update(prior_iter=400)),
-        ("ddpm.generation.own_part", lambda g: g.update(own_part=True)),
     ],
 )
 def test_bad_values_are_refused_with_the_key_named(raw, schema, key, edit):
@@ -150,6 +149,17 @@ def test_bad_values_are_refused_with_the_key_named(raw, schema, key, edit):
     with pytest.raises(ConfigError) as info:
         validate_config(config, schema)
     assert f"'{key}" in str(info.value), str(info.value)
+
+
+def test_own_part_needs_the_classifier(raw, schema):
+    """Only the generation part's scores would build its cells, and they need the
+    classifier (the default config has one: the study's stored weights)."""
+    config = copy.deepcopy(raw)
+    config["ddpm"]["generation"]["own_part"] = True
+    validate_config(copy.deepcopy(config), schema)
+    del config["metrics"]["classifier"]
+    with pytest.raises(ConfigError, match="'ddpm.generation.own_part' is true"):
+        validate_config(config, schema)
 
 
 def test_noise_needs_a_full_model(raw, schema):

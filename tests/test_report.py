@@ -167,6 +167,8 @@ def test_report_has_every_section_and_numbers_from_the_tables(tmp_path):
     ):
         assert title in text
     assert "CPU default" in text and "abc1234" in text and "iters: [500]" in text
+    # Without early-stopping cells in the config, Methods has no Example 2 formulation.
+    assert "Example 2: Formulation" not in text
     # The configuration dump is in the appendix, after every result.
     assert text.index("iters: [500]") > text.index("## Appendix: reproducibility")
     # Paired claims from the per-image rows: DIP+DDPM at 50 steps = 27.0 + jitter against
@@ -194,7 +196,90 @@ def test_report_says_when_the_combination_does_not_help_and_fid_is_unavailable(t
     assert "(its own prior): PSNR -2.00 dB [-2.00, -2.00]" in text
     assert "n = 3 images, one seed of each kind): hurts" in text
     assert "FID/KID unavailable: no internet and no local weights at /w.pth" in text
+    # Said once: the table's note would repeat the findings' reason.
+    assert text.count("no local weights at /w.pth") == 1
     assert "No figures were produced" in text
+    _assert_clean(text)
+
+
+GENERATION_SECTION = """## Generation from DIP priors and from noise
+
+**Answer**: DIP-started samples have a lower KID than samples from noise at 25 NFE.
+
+![KID and diversity against NFE and seconds](generation_curves.png)
+
+### Formulation
+
+$$x_{t_0} = \\sqrt{\\bar\\alpha_{t_0}}\\, x_{\\mathrm{dip}}$$
+
+### Every setting
+
+| start | NFE | KID |
+|:------|----:|----:|
+| dip   |  25 | 0.012 |
+| noise |  25 | 0.031 |
+"""
+
+
+def test_the_offline_generation_section_leads_and_inception_is_said_once(tmp_path):
+    """With metrics.classifier the generation part's section is the Generation section's
+    body: a heading level down, its own title dropped, its links relative to the report;
+    Inception FID/KID follows under its table's title, its unavailable reason said once."""
+    from dipddpm.stages.report import generation_part
+
+    folder = tmp_path / "results" / "generation"
+    folder.mkdir(parents=True)
+    (folder / "generation.md").write_text(GENERATION_SECTION)
+    scores = pd.DataFrame([{"method": "dip+ddpm", "kid_cifarnet": 0.012}])
+    scores.to_csv(folder / "generation.csv", index=False)
+    out = tmp_path / "results" / "report" / "report.md"
+    names = ("generation_metrics.csv", "generation.csv", "generation.md")
+    part = generation_part([str(folder / name) for name in names], out)
+    assert set(part) == {"generation", "generation_scores"}
+    config = CONFIG | {"metrics": {"classifier": {"train": "a", "test": "b"}}}
+    tables = _tables(combo_psnr=26.0, fid_available=False)
+    text = render_report(tables, {}, config, "0", out, cells=_cells(26.0), **part)
+    start = text.index("### Generation (sample-quality metrics only)")
+    body = text[start : text.index("### Example 2")]
+    assert "## Generation from DIP priors" not in body
+    assert "\n#### Formulation\n" in body and "\n#### Every setting\n" in body
+    assert "](../generation/generation_curves.png)" in body
+    inception = body.index("#### Sample quality: Inception FID and KID")
+    assert body.index("**Answer**: DIP-started") < body.index("| noise |  25 | 0.031 |") < inception
+    assert text.count("no local weights at /w.pth") == 1
+    assert body.index("FID/KID unavailable") > inception
+    # The offline metrics are this run's now, not a section only the study produces.
+    assert "make study PART=generation" not in text
+    _assert_clean(text)
+
+
+def test_scores_without_a_section_are_a_table_of_their_own(tmp_path):
+    """Settings from noise only (no DIP-started setting, so no section): their scores."""
+    scores = pd.DataFrame(
+        [
+            {
+                "method": "ddpm-noise",
+                "mode": "full",
+                "t0": 1000,
+                "steps": s,
+                "n_seeds": 1,
+                "n_per_seed": 16,
+                "kid_cifarnet": 0.05 / s,
+                "kid_cifarnet_ci_low": 0.04 / s,
+                "kid_cifarnet_ci_high": 0.06 / s,
+                "diversity_all_feature": 3.5,
+                "coverage_entropy_normalised": 0.8,
+                "score_seconds": 4.0,
+            }
+            for s in (10, 25)
+        ]
+    )
+    tables = _tables(combo_psnr=26.0, fid_available=True)
+    text = render_report(tables, {}, CONFIG, "0", tmp_path / "r.md", generation_scores=scores)
+    body = text[text.index("### Generation") : text.index("### Example 2")]
+    assert "#### Offline generation metrics (KID on CIFAR-10 classifier features)" in body
+    assert "| ddpm-noise |" in body and "KID low" in body and "score_seconds" not in body
+    assert body.index("Offline generation metrics") < body.index("Inception FID and KID")
     _assert_clean(text)
 
 
@@ -299,3 +384,24 @@ def test_the_recorded_config_names_paths_relative_to_the_repository(tmp_path):
     assert got["data"]["cifar10"]["path"] == "../shared/c-{split}.tar.gz"
     assert got["tasks"][0]["mask"] == "masks/m.png"
     assert got["n"] == 3 and got["rel"] == "a/b"
+
+
+def test_methods_carry_example2_formulation_with_the_configured_stage_noises(tmp_path):
+    config = {
+        **CONFIG,
+        "earlystop": {
+            "noise": "fresh",
+            "iters_per_stage": 40,
+            "final_iters": 400,
+            "grid": [{"schedules": ["geometric"], "stages": [5], "sigma_max": [50]}],
+        },
+    }
+    tables = _tables(combo_psnr=26.0, fid_available=True)
+    out = write_report(tables, {}, config, "abc1234", tmp_path / "report.md", cells=_cells(26.0))
+    text = out.read_text()
+    methods = text[text.index("## Methods") : text.index("## Experiments")]
+    assert "### Example 2: Formulation" in methods
+    # The same template as the study's section, with this config's stage noise levels.
+    assert "| geometric K=5 smax=50 | 50, 25, 12.5, 6.25, 0" in methods
+    assert "`progressive`\n(`stage_end`)" in methods
+    assert "{{" not in methods

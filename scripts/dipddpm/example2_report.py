@@ -24,6 +24,7 @@ from . import grid, templates
 from .data import crop_name
 from .earlystop.loo import ES_WMV_PAPER, ORACLE, compare_rules, within_column
 from .earlystop.progressive_variant import RULE_DEFAULTS
+from .earlystop.targets import stage_sigmas
 from .stages.earlystop_loo import (
     CASE_COLUMNS,
     GROUP,
@@ -461,6 +462,42 @@ def peaks_paragraph(peaks: pd.DataFrame) -> str:
     )
 
 
+def formulation(settings: Mapping, sigma_table: str) -> str:
+    """Example 2's formulation (its own template, so the default run's report and the
+    study's Example 2 section share one text). ``settings``: the early-stopping block's
+    ``noise``, ``iters_per_stage`` and ``final_iters`` and the DIP fit's ``exp_weight``;
+    ``sigma_table``: the table of the stage noise levels that ran."""
+    values = {
+        "exp_weight": settings["exp_weight"],
+        "ratio": RULE_DEFAULTS["ratio"],
+        "noise_draws": NOISE_DRAWS[settings["noise"]],
+        "stage_patience": RULE_DEFAULTS["stage_patience"],
+        "iters_per_stage": settings["iters_per_stage"],
+        "final_iters": settings["final_iters"],
+        "stage_sigmas": sigma_table,
+        "stop_stage": RULE_DEFAULTS["stop_stage"],
+    }
+    return templates.render("example2_formulation", values).rstrip("\n")
+
+
+def configured_stage_sigmas(settings: Sequence[Mapping]) -> str:
+    """The stage noise levels (0-255) of each configured progressive setting
+    (``schedule``, ``stages``, ``sigma_max`` in 0-255), computed as the fit computes them."""
+    rows = []
+    for setting in settings:
+        sigmas = stage_sigmas(
+            str(setting["schedule"]),
+            int(setting["stages"]),
+            float(setting["sigma_max"]) / 255.0,
+            ratio=RULE_DEFAULTS["ratio"],
+        )
+        label = f"{setting['schedule']} K={setting['stages']} smax={setting['sigma_max']}"
+        rows.append(
+            {"setting": label, "sigma_k (0-255)": ", ".join(f"{s * 255:.3g}" for s in sigmas)}
+        )
+    return markdown(pd.DataFrame(rows))
+
+
 def stage_sigma_table(cells: Sequence[LooCell]) -> str:
     """Each progressive setting's stage noise levels (0-255), as the cells recorded them."""
     rows = []
@@ -546,14 +583,7 @@ def example2_section(
     windows = sorted({int(settings["wmv_window"]), *map(int, settings["wmv_windows"])})
     untuned = {"wmv_window": int(settings["wmv_window"]), "patience": int(settings["wmv_patience"])}
     values = {
-        "exp_weight": settings["exp_weight"],
-        "ratio": RULE_DEFAULTS["ratio"],
-        "noise_draws": NOISE_DRAWS[settings["noise"]],
-        "stage_patience": RULE_DEFAULTS["stage_patience"],
-        "iters_per_stage": settings["iters_per_stage"],
-        "final_iters": settings["final_iters"],
-        "stage_sigmas": stage_sigma_table(cells),
-        "stop_stage": RULE_DEFAULTS["stop_stage"],
+        "formulation": formulation(settings, stage_sigma_table(cells)),
         "budgets": _set(settings["budgets"]),
         "taus": _set(settings["loo_taus"]),
         "es_wmv_paper": es_wmv_spelling(ES_WMV_PAPER),

@@ -25,6 +25,8 @@ from dipddpm.claims import (
     restoration_claims,
 )
 from dipddpm.example1_report import formulation
+from dipddpm.example2_report import configured_stage_sigmas
+from dipddpm.example2_report import formulation as example2_formulation
 from dipddpm.findings import (
     ablation_findings,
     fid_findings,
@@ -47,7 +49,7 @@ SCALE_NAMES = {
 TABLE_TITLES = {
     "method_comparison": "Method comparison (PSNR / SSIM per method and reverse steps)",
     "steps_to_quality": "Steps to quality (fewest reverse steps reaching the target PSNR)",
-    "fid": "Sample quality: FID and KID by method and steps",
+    "fid": "Sample quality: Inception FID and KID by method and steps",
     "training_convergence": "DDPM training: full vs truncated diffusion",
     "dip_by_architecture": "DIP PSNR by architecture and duration",
     "earlystop": "Early-stopping rules against the oracle stop",
@@ -221,7 +223,29 @@ def _methods_section(config: Mapping[str, Any], cells: pd.DataFrame) -> list[str
     """The formulations, from the same templates as the study's sections."""
     ddpm = config.get("ddpm") or {}
     text = formulation(int(ddpm.get("T", 1000)), str(ddpm.get("schedule", "linear")), _t0s(cells))
-    return ["## Methods", "", text.replace("### ", "### Example 1: ", 1), ""]
+    lines = ["## Methods", "", text.replace("### ", "### Example 1: ", 1), ""]
+    example2 = _example2_formulation(config)
+    if example2:
+        lines += [example2.replace("### ", "### Example 2: ", 1), ""]
+    return lines
+
+
+def _example2_formulation(config: Mapping[str, Any]) -> str | None:
+    """Example 2's formulation with the stage noise levels of the configured progressive
+    settings; None when the config runs no early-stopping cell."""
+    es = config.get("earlystop") or {}
+    settings = [
+        {"schedule": schedule, "stages": stages, "sigma_max": smax}
+        for block in es.get("grid") or []
+        for schedule in block["schedules"]
+        for stages in block["stages"]
+        for smax in block["sigma_max"]
+    ]
+    if not settings:
+        return None
+    es_settings = {**es, "exp_weight": (config.get("dip") or {}).get("exp_weight", 0.99)}
+    es_settings.setdefault("noise", "fresh")
+    return example2_formulation(es_settings, configured_stage_sigmas(settings))
 
 
 def _t0s(cells: pd.DataFrame) -> list[int]:
@@ -243,12 +267,69 @@ def _example1_section(tables: Mapping[str, pd.DataFrame], claims: list[Claim]) -
     return lines
 
 
-def _generation_section(tables: Mapping[str, pd.DataFrame]) -> list[str]:
-    """Generation cells, scored with generation metrics only (never PSNR to a source)."""
+def _generation_section(
+    tables: Mapping[str, pd.DataFrame],
+    section: str | None = None,
+    scores: pd.DataFrame | None = None,
+) -> list[str]:
+    """Generation cells, scored with generation metrics only (never PSNR to a source):
+    first the offline metrics on the classifier's features (``section``: the generation
+    part's Markdown, links relative to the report; else the settings' ``scores`` as a
+    table), then Inception FID/KID under its table's title, its state (its findings, or
+    why it is unavailable) said once."""
     fid = tables.get("fid", pd.DataFrame())
     lines = ["### Generation (sample-quality metrics only)", ""]
-    lines += [f"- {sentence}" for sentence in fid_findings(fid)] + [""]
-    return lines + _table_section("fid", fid, level="####")
+    if section:
+        lines += [_subsection(section), ""]
+    elif scores is not None and not scores.empty:
+        lines += _scores_section(scores)
+    findings = [f"- {sentence}" for sentence in fid_findings(fid)] + [""]
+    # Where no cell has Inception FID, the findings already give the reason the table's
+    # note would repeat.
+    some = "available" not in fid.columns or fid["available"].astype(bool).any()
+    table = _table_section("fid", fid, level="####", note=bool(some))
+    return lines + table[:2] + findings + table[2:]
+
+
+def _subsection(section: str) -> str:
+    """The generation part's section one heading level down, without its own title (the
+    report's Generation heading stands for it)."""
+    lines = section.strip().splitlines()
+    if lines and lines[0].startswith("## "):
+        lines = lines[1:]
+    return "\n".join(f"#{line}" if line.startswith("#") else line for line in lines).strip()
+
+
+# The offline metrics' columns when the run scored settings but wrote no section (only
+# settings from noise): what each setting measured, KID with its interval.
+SCORE_COLUMNS = {
+    "method": "method",
+    "mode": "model",
+    "t0": "t0",
+    "steps": "steps",
+    "n_seeds": "seeds",
+    "n_per_seed": "per seed",
+    "kid_cifarnet": "KID",
+    "kid_cifarnet_ci_low": "KID low",
+    "kid_cifarnet_ci_high": "KID high",
+    "diversity_all_feature": "diversity",
+    "coverage_entropy_normalised": "coverage",
+}
+
+
+def _scores_section(scores: pd.DataFrame) -> list[str]:
+    columns = {c: name for c, name in SCORE_COLUMNS.items() if c in scores.columns}
+    shown = scores[list(columns)].rename(columns=columns)
+    return [
+        "#### Offline generation metrics (KID on CIFAR-10 classifier features)",
+        "",
+        "KID: unbiased squared MMD of the classifier's penultimate features against the "
+        "reference set (95 % half-sample interval); diversity: mean pairwise feature "
+        "distance; coverage: entropy of the predicted classes over log 10.",
+        "",
+        to_markdown(shown),
+        "",
+    ]
 
 
 def _example2_section(tables: Mapping[str, pd.DataFrame], stops: list[StopClaim]) -> list[str]:
@@ -366,7 +447,11 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def _table_section(name: str, table: pd.DataFrame | None, level: str = "###") -> list[str]:
+def _table_section(
+    name: str, table: pd.DataFrame | None, level: str = "###", note: bool = True
+) -> list[str]:
+    """A table under its title; ``note``: the FID table's unavailable reasons above it
+    (left out where the findings above already say them)."""
     title = TABLE_TITLES.get(name, name.replace("_", " ").capitalize())
     lines = [f"{level} {title}", ""]
     if table is None or table.empty:
@@ -375,10 +460,10 @@ def _table_section(name: str, table: pd.DataFrame | None, level: str = "###") ->
     if "label" in shown.columns:  # these are spelled out in the label
         shown = shown.drop(columns=[c for c in LABELLED if c in shown.columns])
     if name == "fid" and "reason" in shown.columns:
-        note = _fid_note(shown)
+        text = _fid_note(shown) if note else ""
         shown = shown.drop(columns=["reason"])
-        if note:
-            lines += [note, ""]
+        if text:
+            lines += [text, ""]
     return lines + [to_markdown(shown), ""]
 
 
@@ -437,11 +522,15 @@ def render_report(
     cells: pd.DataFrame | None = None,
     environment: Mapping[str, Any] | None = None,
     timings: pd.DataFrame | None = None,
+    generation: str | None = None,
+    generation_scores: pd.DataFrame | None = None,
 ) -> str:
     """The report as Markdown text (see write_report).
 
     ``cells`` (all_cells.csv: per-image rows) gives the paired claims; ``environment``
-    (machine, torch) and ``timings`` (compute seconds per stage) the appendix."""
+    (machine, torch) and ``timings`` (compute seconds per stage) the appendix;
+    ``generation`` (the generation part's section, links relative to the report) or
+    else ``generation_scores`` (its summary table) the offline generation metrics."""
     out_path = Path(out_path)
     empty = pd.DataFrame()
     cells = empty if cells is None else cells
@@ -464,7 +553,7 @@ def render_report(
         "",
         *_example1_section(tables, claims),
         *shown.section("example1"),
-        *_generation_section(tables),
+        *_generation_section(tables, generation, generation_scores),
         *shown.section("generation"),
         *_example2_section(tables, stop_claims),
         *shown.section("example2"),
@@ -499,7 +588,8 @@ def write_report(
 
     ``tables`` uses the names of aggregate.build_tables; ``figures`` maps a figure name
     (see FIGURE_CAPTIONS) to its image path, linked relative to the report; ``sections``
-    are render_report's ``cells``, ``environment`` and ``timings``.
+    are render_report's ``cells``, ``environment``, ``timings``, ``generation`` and
+    ``generation_scores``.
     """
     out_path = Path(out_path)
     text = render_report(tables, figures, config, commit, out_path, versions, **sections)

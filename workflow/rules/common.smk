@@ -170,6 +170,36 @@ def earlystop_plain_fit_settings(es):
     }
 
 
+def earlystop_plain_cell_settings(wildcards):
+    """The keys a plain-fit cell reads: earlystop_settings' less the training variant's
+    (it is shared by cells of different variant settings), and its default length, a
+    function of the config alone (grid.earlystop_plain_iters)."""
+    es = config["earlystop"]
+    keys = ("budgets", "tau", "wmv_window", "wmv_patience")
+    plain = (
+        {key: es[key] for key in keys}
+        | earlystop_plain_fit_settings(es)
+        | {"plain_default_iters": grid.earlystop_plain_iters(config)}
+    )
+    return earlystop_settings(wildcards) | {"es": plain}
+
+
+def earlystop_plain_input(wildcards):
+    """The outputs of the plain-fit cell an early-stopping cell's post-hoc rules read."""
+    plain = grid.plain_fit_of(dict(wildcards))
+    return {
+        f"plain_{name}": grid.EARLYSTOP_PLAIN.path(plain, file)
+        for name, file in EARLYSTOP_PLAIN_FILES.items()
+    }
+
+
+EARLYSTOP_PLAIN_FILES = {
+    "table": "baselines.csv",
+    "trajectory": "trajectory.csv",
+    "json": "params.json",
+}
+
+
 def observation_input(wildcards):
     observation = grid.observation_of(dict(wildcards))
     return {
@@ -214,9 +244,22 @@ def prior_input(wildcards):
 
 
 def data_targets():
-    return files(grid.CLEAN, grid.clean_cells(config), "clean.npz") + files(
+    """Every declared dataset but those only a stored classifier's training would read."""
+    unread = stored_classifier_sets()
+    clean = [c for c in grid.clean_cells(config) if c["dataset"] not in unread]
+    return files(grid.CLEAN, clean, "clean.npz") + files(
         grid.OBSERVATION, grid.observation_cells(config), "degraded.npz"
     )
+
+
+def stored_classifier_sets():
+    """The classifier's training and test sets once its store holds the weights: only its
+    training reads them (a job that needs one of them still asks for it)."""
+    if not (CLASSIFIER and CLASSIFIER.get("store")):
+        return set()
+    if not os.path.exists(classifier_weights()):
+        return set()
+    return {CLASSIFIER["train"], CLASSIFIER["test"]}
 
 
 def dip_targets(name="metrics.csv"):

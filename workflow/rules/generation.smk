@@ -107,7 +107,11 @@ if CLASSIFIER:
                 category="Generation",
             ),
             pdf=generation_output("generation_curves.pdf"),
-            samples=generation_output("generation_samples.png"),
+            samples=report(
+                generation_output("generation_samples.png"),
+                caption="../report/generation_samples.rst",
+                category="Generation",
+            ),
             section=generation_output("generation.md"),
         log:
             f"{grid.LOGS}/report_generation.log",

@@ -91,6 +91,9 @@ rule report:
         versions=rules.aggregate.output.versions,
         all_cells=rules.aggregate.output.all_cells,
         figures=rules.figures.output.figures,
+        # With metrics.classifier: every generation setting's offline scores, their summary
+        # and the generation section, which the report's Generation section shows.
+        generation=lambda wc: generation_targets(),
     output:
         md=report(
             f"{grid.REPORT}/report.md",

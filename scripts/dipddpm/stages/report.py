@@ -5,15 +5,16 @@ from __future__ import annotations
 import logging
 import os
 import platform
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from .. import aggregate, cost, figures, grid
 from ..io import atomic_path, load_npz, save_csv, save_json
 from ..report import write_report
-from ..study_report import render_study_report
+from ..study_report import rebased, render_study_report
 from ..version import git_commit
 
 log = logging.getLogger("dipddpm")
@@ -207,10 +208,12 @@ def run_report(
     repo=".",
     all_cells=None,
     benchmarks: Mapping[str, list[str]] | None = None,
+    generation: Sequence[str] = (),
 ) -> None:
     """The generated report: every number read from the tables, figures linked; the
     claims from the per-image rows of ``all_cells``, compute per stage from
-    ``benchmarks`` (kind -> its cells' benchmark files)."""
+    ``benchmarks`` (kind -> its cells' benchmark files), the offline generation metrics
+    from the generation part's files (``generation``: see :func:`generation_part`)."""
     figure_paths = {
         name: str(Path(figure_dir) / f"{name}.png")
         for name in FIGURE_NAMES
@@ -230,11 +233,32 @@ def run_report(
         cells=cells,
         environment=environment(cells),
         timings=stage_timings(benchmarks or {}),
+        **generation_part(generation, out_md),
     )
     save_json(
         out_config,
         {"commit": commit, "cell_code_versions": versions.to_dict("records"), "config": config},
     )
+
+
+# The generation part's files the report reads (common.smk's generation_targets()).
+GENERATION_SECTION, GENERATION_SUMMARY = "generation.md", "generation.csv"
+
+
+def generation_part(paths: Sequence[str], out_md) -> dict[str, Any]:
+    """render_report's ``generation`` (the part's section, its links made relative to the
+    report at ``out_md``) and ``generation_scores`` (every setting's scores) from the
+    generation targets among ``paths``; none when the run scored no generation."""
+    found = {Path(p).name: Path(p) for p in ([paths] if isinstance(paths, str) else paths)}
+    part: dict[str, Any] = {}
+    section = found.get(GENERATION_SECTION)
+    if section is not None:
+        folder = os.path.relpath(section.parent.resolve(), Path(out_md).parent.resolve())
+        part["generation"] = rebased(section.read_text(), folder)
+    summary = found.get(GENERATION_SUMMARY)
+    if summary is not None:
+        part["generation_scores"] = pd.read_csv(summary)
+    return part
 
 
 def run_study_report(root, out_md, repo=".") -> None:
