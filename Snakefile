@@ -5,7 +5,13 @@ from snakemake.utils import min_version
 min_version("9.20")
 
 
-configfile: "config/config.yaml"
+# A config file given on the command line replaces the default one instead of merging with
+# it, in the main process and in the jobs Snakemake spawns (`run` rules): those get
+# --configfiles but not --replace-workflow-config, and a merge of the study config with
+# the default one is no valid config (issue found running the generation part).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"
