@@ -404,6 +404,9 @@ def test_the_summary_pairs_per_image_and_observation_seed():
     assert red["stopping_verdict"] == REMOVES
     assert red["minus_plain_final_db"] == pytest.approx(1.5)  # 1 + obs seed
     assert red["minus_plain_peak_db"] == pytest.approx(1.5 - 2.5)
+    # Against the DDPM alone (x0 = plain peak - 0.5): -0.5 - image + obs seed, mean -0.5.
+    assert red["minus_ddpm_x0_db"] == pytest.approx(-0.5)
+    assert np.isnan(plain["minus_ddpm_x0_db"])
     assert red["unet_evals_per_step"] == 1 and red["dip_seeds"] == "0 1"
     assert red["psnr_final"] == pytest.approx(30.5 - 2.5 + 1.5)
     row = comparisons[

@@ -13,8 +13,10 @@ Tables (``summarise``):
 
 ``summary``      per dataset x task x architecture x form x lam: mean PSNR and SSIM at the
                  final iteration and at the peak; final minus peak, guided final minus plain
-                 final and minus the plain peak (the plain-DIP oracle), in dB with CIs and
-                 verdicts; UNet evaluations per DIP step and seconds per image
+                 final, minus the plain peak (the plain-DIP oracle) and minus the DDPM
+                 alone (its one-step x0 estimate, the cheaper and better of its two rows
+                 here), in dB with CIs and verdicts; UNet evaluations per DIP step and
+                 seconds per image
 ``comparisons``  every paired comparison behind it, in PSNR and SSIM, one row each
                  (``stats``' columns, the two sides' means and the minimum detectable
                  difference)
@@ -56,6 +58,8 @@ COMPARISONS = {
     "final - plain final": (FINAL, FINAL, True),
     "final - plain peak": (FINAL, PEAK, True),
 }
+# Guided fits against the DDPM alone: does DIP add anything to the denoiser it is guided by?
+VERSUS_DDPM = {"final - ddpm x0": ONE_STEP}
 COMPARISON_COLUMNS = [
     *SETTING,
     "method",
@@ -76,12 +80,16 @@ COMPARISON_COLUMNS = [
 def summarise(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(summary, comparisons, ddpm) of the module docstring from the cells' rows."""
     fits = rows[rows["stop"].isin([FINAL, PEAK])]
+    ddpm_rows = rows[rows["method"].isin([ONE_STEP, CHAIN])]
     comparisons = pd.DataFrame(
-        [row for setting in settings(fits) for row in setting_comparisons(fits, setting)],
+        [
+            row
+            for setting in settings(fits)
+            for row in setting_comparisons(fits, setting) + versus_ddpm(fits, ddpm_rows, setting)
+        ],
         columns=COMPARISON_COLUMNS,
     )
     summary = pd.DataFrame([summary_row(fits, comparisons, s) for s in settings(fits)])
-    ddpm_rows = rows[rows["method"].isin([ONE_STEP, CHAIN])]
     return summary, comparisons, ddpm_table(ddpm_rows, fits)
 
 
@@ -113,6 +121,23 @@ def setting_comparisons(fits: pd.DataFrame, setting: Mapping[str, str]) -> list[
             a = {**setting, "stop": stop_a}
             b = {**b_setting, "stop": stop_b}
             rows.append(comparison_row(fits, setting, name, value, a, b))
+    return rows
+
+
+def versus_ddpm(fits: pd.DataFrame, ddpm_rows: pd.DataFrame, setting: Mapping[str, str]) -> list:
+    """A guided setting's final iteration against the DDPM alone on the same units (none
+    for lam 0, or where the DDPM-alone rows are missing)."""
+    if is_plain(setting) or ddpm_rows.empty:
+        return []
+    frame = pd.concat([fits, ddpm_rows], ignore_index=True)
+    rows = []
+    for name, method in VERSUS_DDPM.items():
+        b = {key: setting[key] for key in ("dataset", "task", "arch")} | {"method": method}
+        if select(ddpm_rows, b).empty:
+            continue
+        for value in VALUES:
+            a = {**setting, "stop": FINAL}
+            rows.append(comparison_row(frame, setting, name, value, a, b))
     return rows
 
 
@@ -180,6 +205,7 @@ def summary_row(fits: pd.DataFrame, comparisons: pd.DataFrame, setting: Mapping[
     for name, prefix in (
         ("final - plain final", "minus_plain_final_db"),
         ("final - plain peak", "minus_plain_peak_db"),
+        ("final - ddpm x0", "minus_ddpm_x0_db"),
     ):
         found = psnr[psnr["comparison"] == name]
         row |= interval(found.iloc[0] if len(found) else None, prefix)
@@ -256,6 +282,7 @@ MARKDOWN_SUMMARY = {
     "stopping_verdict": "stopping",
     "minus_plain_final_db": "- plain final",
     "minus_plain_peak_db": "- plain peak",
+    "minus_ddpm_x0_db": "- DDPM x0",
     "unet_evals_per_step": "UNet/step",
     "seconds_per_image": "s/image",
 }
@@ -276,7 +303,12 @@ MARKDOWN_DDPM = {
 def to_markdown(summary: pd.DataFrame, ddpm: pd.DataFrame) -> str:
     """The two tables as short Markdown, each difference with its 95 % CI."""
     shown = summary.copy()
-    for prefix in ("final_minus_peak_db", "minus_plain_final_db", "minus_plain_peak_db"):
+    for prefix in (
+        "final_minus_peak_db",
+        "minus_plain_final_db",
+        "minus_plain_peak_db",
+        "minus_ddpm_x0_db",
+    ):
         shown[prefix] = [ci_text(row, prefix) for _, row in shown.iterrows()]
     alone = ddpm.copy()
     if len(alone):
