@@ -62,3 +62,32 @@ def test_an_example2_answer_is_read_from_its_section(tmp_path):
     )
     text = study_report.render_study_report(tmp_path, "0", {})
     assert "**Example 2** (early stopping): None is. The gap is 0.5 dB.\n" in text
+
+
+def _guided_row(dataset, form, lam, verdict, final, **diffs):
+    row = dict(dataset=dataset, guide_form=form, guide_lam=lam, n=8, psnr_final=final)
+    row |= dict(stopping_verdict=verdict, final_minus_peak_db=-0.1)
+    for prefix, value in diffs.items():
+        row |= {prefix: value, f"{prefix}_ci_low": value - 0.2, f"{prefix}_ci_high": value + 0.2}
+    return row
+
+
+def test_the_guided_answer_names_the_setting_that_runs_to_its_end_per_dataset(tmp_path):
+    removes, needed = "removes the need to stop early", "early stopping still needed"
+    rows = [
+        _guided_row("cifar", "none", 0.0, needed, 21.0),
+        _guided_row("cifar", "red", 1.0, removes, 25.0, minus_plain_peak_db=-1.0),
+        _guided_row("cifar", "mix", 1.0, removes, 29.0, minus_plain_peak_db=2.4),
+        _guided_row("crops", "mix", 1.0, needed, 31.0, minus_plain_peak_db=1.2),
+    ]
+    (tmp_path / "earlystop").mkdir()
+    frame = pd.DataFrame(rows)
+    frame["minus_ddpm_x0_db"] = [None, -3.0, -0.05, 0.35]
+    frame["minus_ddpm_x0_db_ci_low"] = frame["minus_ddpm_x0_db"] - 0.01
+    frame["minus_ddpm_x0_db_ci_high"] = frame["minus_ddpm_x0_db"] + 0.01
+    frame.to_csv(tmp_path / "earlystop/guided_summary.csv", index=False)
+    answer = study_report.guided_answer(tmp_path)
+    # The best final PSNR among the settings that may run to their end, lam 0 excluded.
+    assert "on cifar mix at lam 1 ends -0.10 dB from its own peak, +2.40 dB" in answer
+    assert "-0.05 dB [-0.06, -0.04] against the DDPM alone (n = 8)" in answer
+    assert "on crops no guided setting removes the need to stop early" in answer

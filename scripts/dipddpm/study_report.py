@@ -120,6 +120,14 @@ PARTS = (
         "earlystop_loo",
     ),
     Part(
+        "earlystop_guided",
+        "Example 2: DDPM-guided DIP",
+        "earlystop",
+        "guided.md",
+        (),
+        "earlystop_guided",
+    ),
+    Part(
         "generation",
         "Generation from DIP priors and from noise",
         "generation",
@@ -216,6 +224,40 @@ def example2_answer(root: Path) -> str | None:
     return _answer_paragraph(path.read_text(), "**Example 2** (early stopping): ")
 
 
+def guided_answer(root: Path) -> str | None:
+    """Per dataset, the guided setting that runs to its last iteration best (its final
+    PSNR near its own peak), against plain DIP's oracle and against the DDPM alone; or that
+    no setting removes the need to stop early (earlystop/guided_summary.csv)."""
+    summary = _read(root, "earlystop/guided_summary.csv")
+    if summary is None or summary.empty:
+        return None
+    from .earlystop.guided_summary import REMOVES
+
+    phrases = []
+    for dataset, rows in summary.groupby("dataset", sort=False):
+        free = rows[(rows["stopping_verdict"] == REMOVES) & (rows["guide_lam"] > 0)]
+        if free.empty:
+            phrases.append(f"on {dataset} no guided setting removes the need to stop early")
+            continue
+        best = free.sort_values("psnr_final").iloc[-1]
+        n = int(best["n"])
+        text = (
+            f"on {dataset} {best['guide_form']} at lam {best['guide_lam']:g} ends "
+            f"{best['final_minus_peak_db']:+.2f} dB from its own peak, "
+            f"{best['minus_plain_peak_db']:+.2f} dB "
+            f"{interval(best['minus_plain_peak_db_ci_low'], best['minus_plain_peak_db_ci_high'])}"
+            f" against plain DIP's oracle stop"
+        )
+        if "minus_ddpm_x0_db" in best and pd.notna(best["minus_ddpm_x0_db"]):
+            text += (
+                f" and {best['minus_ddpm_x0_db']:+.2f} dB "
+                f"{interval(best['minus_ddpm_x0_db_ci_low'], best['minus_ddpm_x0_db_ci_high'])}"
+                f" against the DDPM alone"
+            )
+        phrases.append(f"{text} (n = {n})")
+    return "**DDPM-guided DIP**: " + "; ".join(phrases) + "."
+
+
 def generation_answer(root: Path) -> str | None:
     """The generation part's answer in one sentence, once its section is committed: KID
     with its interval at the largest NFE both arms share and the copying verdict, read
@@ -258,6 +300,7 @@ ANSWERS: Sequence[tuple[str, Callable[[Path], str | None]]] = (
     ("example1", example1_answer),
     ("prior_training", prior_training_answer),
     ("earlystop", example2_answer),
+    ("earlystop_guided", guided_answer),
     ("generation", generation_answer),
 )
 

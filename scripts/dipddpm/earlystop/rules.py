@@ -29,7 +29,7 @@ Why no threshold on the final stage: an earlier version carried a discrepancy th
 ``tau * sigma^2``, calibrated from each noisy stage's residual at its ``err`` minimum, into
 the final stage. Fitted past its minimum, the last noisy stage has already brought the
 residual to y below any such threshold, so that rule stopped on the final stage's first
-iteration in every measured case (72 of 72 natural-image cases of the study at 14d0e80):
+iteration in every measured case (72 of 72 natural-image cases of the study at df0c939):
 the calibration never decided a stop, and it was removed.
 """
 
