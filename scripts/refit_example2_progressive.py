@@ -13,4 +13,5 @@ with log_to(snakemake.log[0]):
         threads=snakemake.threads,
         out_npz=snakemake.output.npz,
         out_table=snakemake.output.table,
+        show_patience=snakemake.params.show_patience,
     )

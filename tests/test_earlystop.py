@@ -428,6 +428,7 @@ SPLIT_CELL = {
     "es_schedule": "linear",
     "stages": 3,
     "sigma_max": 50,
+    "stage_patience": 20,
     "dip_seed": 11,
 }
 SPLIT_ES = {
@@ -556,6 +557,33 @@ def test_a_cell_refuses_a_plain_fit_that_is_not_its_own(split_cell, tmp_path, ed
             *outs,
         )
     assert not any(path.exists() for path in outs)
+
+
+def test_a_cells_stage_patience_reaches_its_progressive_fit(split_cell, tmp_path):
+    """The cell's stage_patience axis is the variant's rule parameter: 0 gives fixed-length
+    noisy stages (each iters_per_stage long), 3 ends them at the error minimum + 3."""
+    import json
+
+    from dipddpm.stages import earlystop as stage
+
+    ends = {}
+    for patience in (0, 3):
+        outs = [tmp_path / f"{patience}-{name}" for name in (*EARLYSTOP_FILES, "params.json")]
+        cell = {**SPLIT_CELL, "stage_patience": patience}
+        stage.run_cell(
+            *split_cell["observation"],
+            *split_cell["plain"],
+            cell,
+            split_cell["arch"],
+            SPLIT_DIP,
+            SPLIT_ES,
+            "cpu",
+            1,
+            *outs,
+        )
+        ends[patience] = np.array(json.loads(outs[-1].read_text())["info"]["stage_ends"])
+    np.testing.assert_array_equal(ends[0][:2], [[8, 8], [16, 16]])
+    assert not np.array_equal(ends[3], ends[0])
 
 
 def test_the_plain_fit_refuses_a_bad_default_length():

@@ -59,6 +59,7 @@ def test_one_factor_at_a_time_around_the_centre(tiny):
         (lambda a: a["centre"].update(arch="nope"), "earlystop.ablations.centre.arch"),
         (lambda a: a.update(tasks=["inpaint-d50"]), "are not denoising tasks"),
         (lambda a: a.update(obs_seeds=[7]), "'earlystop.ablations.obs_seeds': [7]"),
+        (lambda a: a["vary"].update(patiences=[-1]), "'earlystop.ablations.vary.patiences[0]'"),
     ],
 )
 def test_bad_ablations_are_refused_by_key(tiny, change, message):
@@ -68,13 +69,34 @@ def test_bad_ablations_are_refused_by_key(tiny, change, message):
     assert message in str(info.value)
 
 
-def _rows(schedule: str, psnrs: list[float], gaps: list[float]) -> pd.DataFrame:
+def test_patience_cells_vary_the_stage_patience_and_share_the_centres_plain_fit(tiny):
+    """A centre without a patience is at the default 20; the patience cells differ from it
+    in their path's patience only, and all read the one plain fit, which has none."""
+    tiny["earlystop"]["ablations"]["vary"] = {"patiences": [0, 20, 5]}
+    validate_config(tiny, load_schema(ROOT / "workflow/schemas/config.schema.yaml"))
+    cells = grid.earlystop_ablation_cells(tiny)
+    assert [c["stage_patience"] for c in cells] == ["20", "0", "5"]
+    ablations = tiny["earlystop"]["ablations"]
+    factors = [grid.ablation_factor(ablations, c) for c in cells]
+    assert factors == ["centre", "patiences", "patiences"]
+    paths = [grid.EARLYSTOP.path(c) for c in cells]
+    assert paths[1:] == [grid.EARLYSTOP.path({**cells[0], "stage_patience": p}) for p in (0, 5)]
+    assert [grid.parse(path)["stage_patience"] for path in paths] == ["20", "0", "5"]
+    plain = {grid.EARLYSTOP_PLAIN.path(grid.plain_fit_of(c)) for c in cells}
+    assert len(plain) == 1 and "stage_patience" not in grid.parse(plain.pop())
+    assert grid.plain_fit_of(cells[0]) in grid.earlystop_plain_cells(tiny)
+
+
+def _rows(
+    schedule: str, psnrs: list[float], gaps: list[float], patience: str = "20"
+) -> pd.DataFrame:
     rows = []
     for rule, shift in (("progressive", 0.0), ("progressive_oracle", 0.5)):
         for image, (psnr, gap) in enumerate(zip(psnrs, gaps, strict=True)):
             rows.append(
                 dict(dataset="d", task="denoise-s25", obs_seed="0", dip_seed="0", image=image)
                 | dict(arch="skip", es_schedule=schedule, stages="2", sigma_max="50")
+                | dict(stage_patience=patience)
                 | dict(rule=rule, psnr=psnr + shift, gap_plain_db=gap, stop_iter=100)
             )
     return pd.DataFrame(rows)
@@ -97,3 +119,22 @@ def test_the_table_pairs_each_setting_with_the_centre_per_image():
     assert geometric["diff_vs_centre"] == pytest.approx((0.5 + 0.5 + 0.5 + 0.0) / 4)
     assert geometric["gap_plain_db"] == pytest.approx(0.7 / 4)
     assert "es_schedule = geometric" in ablation_markdown(table)
+
+
+def test_the_table_has_a_patiences_row_for_cells_of_another_patience():
+    ablations = {**ABLATIONS, "centre": {**ABLATIONS["centre"], "patience": 20}}
+    ablations["vary"] = {"patiences": [5]}
+    frame = pd.concat(
+        [
+            _rows("cosine", [25.0, 26.0, 27.0], [0.2, 0.2, 0.2]),
+            _rows("cosine", [24.0, 25.0, 26.5], [1.2, 1.2, 0.7], patience="5"),
+        ],
+        ignore_index=True,
+    )
+    table = ablation_table(frame, ablations)
+    assert table["factor"].tolist() == ["centre", "patiences"]
+    centre, short = table.iloc[0], table.iloc[1]
+    assert centre["setting"].endswith("stage_patience = 20")
+    assert short["setting"] == "stage_patience = 5" and short["n"] == 3
+    assert short["diff_vs_centre"] == pytest.approx(-2.5 / 3)
+    assert short["gap_plain_db"] == pytest.approx(3.1 / 3)

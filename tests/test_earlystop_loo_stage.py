@@ -120,7 +120,9 @@ def _table(images: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _write_cell(dataset: str, schedule: str, length: int, shift: float, names, peaks=None):
+def _write_cell(
+    dataset: str, schedule: str, length: int, shift: float, names, peaks=None, patience=20
+):
     cell = {
         "dataset": dataset,
         "task": "denoise-s25",
@@ -129,6 +131,7 @@ def _write_cell(dataset: str, schedule: str, length: int, shift: float, names, p
         "es_schedule": schedule,
         "stages": 2,
         "sigma_max": 50,
+        "stage_patience": patience,
         "dip_seed": 0,
     }
     identity = grid.EARLYSTOP.identity(cell)
@@ -169,7 +172,15 @@ def summary(tmp_path, monkeypatch):
         _write_cell("set-a", "cosine", 60, 0.0, names_a, _capped_peaks(names_a)),
         _write_cell("set-b", "cosine", 60, 9.0, names_b, _capped_peaks(names_b)),
     ]
-    outputs = {name: tmp_path / f"loo_{name}.csv" for name in loo_stage_tables()}
+    return _summarise(cells, tmp_path), cells
+
+
+def loo_stage_tables() -> list[str]:
+    return ["cases", "summary", "summary_by_task", "comparisons", "choices", "plain_peaks"]
+
+
+def _summarise(cells, folder) -> dict[str, pd.DataFrame]:
+    outputs = {name: folder / f"loo_{name}.csv" for name in loo_stage_tables()}
     loo_stage.summarise_earlystop_loo(
         [c["trajectory"] for c in cells],
         [c["table"] for c in cells],
@@ -178,12 +189,19 @@ def summary(tmp_path, monkeypatch):
         settings=SETTINGS,
         **{f"out_{name}": path for name, path in outputs.items()},
     )
-    tables = {name: pd.read_csv(path) for name, path in outputs.items()}
-    return tables, cells
+    return {name: pd.read_csv(path) for name, path in outputs.items()}
 
 
-def loo_stage_tables() -> list[str]:
-    return ["cases", "summary", "summary_by_task", "comparisons", "choices", "plain_peaks"]
+def test_cells_of_two_stage_patiences_are_two_progressive_rules(tmp_path, monkeypatch):
+    """Their names spell the patience (one patience alone keeps the names without it), so
+    their cases are never pooled; the one plain fit they share is counted once."""
+    monkeypatch.chdir(tmp_path)
+    names = ["a#crop0", "b#crop0"]
+    cells = [_write_cell("set-a", "cosine", 60, 0.0, names, patience=p) for p in (20, 5)]
+    table = _summarise(cells, tmp_path)["summary"].set_index("rule")
+    rules = [f"progressive cosine K=2 smax=50 spat={p}" for p in (20, 5)]
+    assert set(rules) <= set(table.index)
+    assert (table.loc[[*rules, "oracle"], "n_cases"] == 2).all()
 
 
 def test_every_rule_is_reported_once_per_case(summary):

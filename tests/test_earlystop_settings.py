@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from dipddpm import grid
 from dipddpm.dip import fit
 from dipddpm.earlystop import RULE_DEFAULTS, baseline_defaults, evaluate_baselines
 from dipddpm.earlystop import run_earlystop_cell as real_cell
@@ -54,6 +55,19 @@ def test_unknown_rule_params_key_is_named_with_the_allowed_keys():
     with pytest.raises(ValueError) as caught:
         _cell(rule_params={"tau": 1.0, "stage_patience": 0})
     assert str(caught.value) == f"unknown rule_params key(s) ['tau']; allowed: {allowed}"
+
+
+@pytest.mark.parametrize("bad", [-1, 2.5, True])
+def test_a_bad_stage_patience_is_refused_before_any_fit(bad):
+    with pytest.raises(ValueError, match="stage_patience must be an integer >= 0"):
+        _cell(rule_params={"stage_patience": bad})
+
+
+def test_the_default_stage_patience_is_the_grids_and_the_schemas(root):
+    schema = yaml.safe_load((root / "workflow/schemas/config.schema.yaml").read_text())
+    block = schema["properties"]["earlystop"]["properties"]["grid"]["items"]["properties"]
+    assert RULE_DEFAULTS["stage_patience"] == grid.DEFAULT_STAGE_PATIENCE == 20
+    assert block["patience"]["default"] == [grid.DEFAULT_STAGE_PATIENCE]
 
 
 def test_unknown_baseline_params_key_is_named_with_the_allowed_keys():
@@ -112,6 +126,7 @@ CELL = {
     "es_schedule": "cosine",
     "stages": 3,
     "sigma_max": 50,
+    "stage_patience": 20,
 }
 
 

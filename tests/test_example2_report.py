@@ -148,6 +148,7 @@ def _cell(dataset, task, obs, seed, schedule) -> dict:
             "es_schedule": schedule,
             "stages": 2,
             "sigma_max": 50,
+            "stage_patience": 20,
             "dip_seed": seed,
         }
     )
@@ -231,6 +232,7 @@ CELL = {
     "es_schedule": "geometric",
     "stages": "2",
     "sigma_max": "50",
+    "stage_patience": "20",
     "dip_seed": "0",
 }
 NAMES = ["a#crop0", "a#crop1", "b#crop0", "b#crop1", "c#crop1", "c#crop0"]

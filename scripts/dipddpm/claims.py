@@ -204,7 +204,7 @@ def claim_sentences(claims: Sequence[Claim]) -> list[str]:
 
 # ------------------------------------------------------------------- early-stopping claims
 
-STOP_SETTING = ("dataset", "task", "arch", "es_schedule", "stages", "sigma_max")
+STOP_SETTING = ("dataset", "task", "arch", "es_schedule", "stages", "sigma_max", "stage_patience")
 
 
 @dataclass(frozen=True)
@@ -264,6 +264,9 @@ def _stop_where(setting: Mapping) -> str:
             f"progressive targets {setting['es_schedule']}, K = {setting.get('stages')}, "
             f"sigma_max = {setting.get('sigma_max')}"
         )
+    if "stage_patience" in setting:
+        # Two settings that differ only in it would otherwise read the same.
+        parts.append(f"stage patience {setting['stage_patience']}")
     return ", ".join(parts)
 
 

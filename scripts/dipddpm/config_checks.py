@@ -742,7 +742,7 @@ def _grid_value_lists(config: dict) -> Iterator[tuple[str, object]]:
     for field in ("datasets", "budgets", "wmv_windows", "loo_taus", "loo_patiences"):
         yield f"earlystop.{field}", es.get(field)
     for i, block in enumerate(_list(es.get("grid"))):
-        for field in ("tasks", "archs", "schedules", "stages", "sigma_max"):
+        for field in ("tasks", "archs", "schedules", "stages", "sigma_max", "patience"):
             yield f"earlystop.grid[{i}].{field}", _section(block, field, list)
     # lam 0 and 0.0 would both name the one plain-DIP cell.
     guided = _section(es, "guided")

@@ -32,6 +32,7 @@ from .stages.earlystop_loo import (
     TUNED_ES_WMV,
     UNTUNED_ES_WMV,
     LooCell,
+    patiences_differ,
     photo_of,
     progressive_rule,
     with_case_columns,
@@ -66,7 +67,8 @@ def example_cells(
     """The cells of the plain fits shown image by image: per dataset, the fit at the
     lowest noise (``sigmas``: task -> sigma), then the lowest observation seed, the first
     architecture by name and the lowest DIP seed; every cell sharing that fit, ordered by
-    schedule, stages and sigma_max. Independent of the order ``cells`` come in."""
+    schedule, stages, sigma_max and stage patience. Independent of the order ``cells`` come
+    in."""
     chosen = []
     for dataset in sorted({c["dataset"] for c in cells}):
         mine = [grid.EARLYSTOP.identity(c) for c in cells if c["dataset"] == dataset]
@@ -96,7 +98,12 @@ def progressive_examples(cells: Sequence[Mapping[str, str]]) -> list[dict[str, s
 
 
 def _progressive_key(cell: Mapping[str, str]) -> tuple:
-    return (cell["es_schedule"], int(cell["stages"]), float(cell["sigma_max"]))
+    return (
+        cell["es_schedule"],
+        int(cell["stages"]),
+        float(cell["sigma_max"]),
+        int(cell["stage_patience"]),
+    )
 
 
 def example_images(names: Sequence[str]) -> list[int]:
@@ -168,9 +175,16 @@ def canonical_cases(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def progressive_names(cells: Iterable[LooCell]) -> list[str]:
+def progressive_names(cells: Sequence[LooCell]) -> list[str]:
     """The progressive rules' names in ``cases``, one per progressive setting."""
-    return list(dict.fromkeys(progressive_rule(cell.identity) for cell in cells))
+    show_patience = shows_patience(cells)
+    return list(dict.fromkeys(progressive_rule(cell.identity, show_patience) for cell in cells))
+
+
+def shows_patience(cells: Sequence[LooCell]) -> bool:
+    """Whether the progressive rules' names spell the stage patience, as the loo tables
+    name them (``earlystop_loo.patiences_differ``)."""
+    return patiences_differ(cell.identity for cell in cells)
 
 
 def gap_intervals(cases: pd.DataFrame) -> pd.DataFrame:
@@ -186,13 +200,14 @@ def ssim_at_stops(cases: pd.DataFrame, cells: Sequence[LooCell]) -> pd.DataFrame
     snapshot the cell used for t, whatever rule stopped there; the progressive rule's is
     its own row. Returns ``cases`` with an ``ssim`` column."""
     plain, progressive = [], []
+    show_patience = shows_patience(cells)
     for cell in sorted(cells, key=lambda c: -c.last_iter):
         table = cell.table
         rows = table[table["run"] == "plain"][["image", "stop_iter", "ssim"]]
         plain.append(with_case_columns(rows, cell))
         mine = table[(table["run"] == "progressive") & (table["rule"] == "progressive")]
         mine = with_case_columns(mine[["image", "stop_iter", "ssim"]], cell)
-        progressive.append(mine.assign(rule=progressive_rule(cell.identity)))
+        progressive.append(mine.assign(rule=progressive_rule(cell.identity, show_patience)))
     keys = [*CASE_COLUMNS, "stop_iter"]
     plain_ssim = canonical_cases(pd.concat(plain)).drop_duplicates(keys)[[*keys, "ssim"]]
     prog_ssim = canonical_cases(pd.concat(progressive)).drop_duplicates([*keys, "rule"])
@@ -462,22 +477,36 @@ def peaks_paragraph(peaks: pd.DataFrame) -> str:
     )
 
 
-def formulation(settings: Mapping, sigma_table: str) -> str:
+def formulation(
+    settings: Mapping,
+    sigma_table: str,
+    patiences: Iterable[int] = (RULE_DEFAULTS["stage_patience"],),
+) -> str:
     """Example 2's formulation (its own template, so the default run's report and the
     study's Example 2 section share one text). ``settings``: the early-stopping block's
     ``noise``, ``iters_per_stage`` and ``final_iters`` and the DIP fit's ``exp_weight``;
-    ``sigma_table``: the table of the stage noise levels that ran."""
+    ``sigma_table``: the table of the stage noise levels that ran; ``patiences``: the
+    stage patiences the cells ran with."""
     values = {
         "exp_weight": settings["exp_weight"],
         "ratio": RULE_DEFAULTS["ratio"],
         "noise_draws": NOISE_DRAWS[settings["noise"]],
-        "stage_patience": RULE_DEFAULTS["stage_patience"],
+        "stage_patience": patience_spelling(patiences),
         "iters_per_stage": settings["iters_per_stage"],
         "final_iters": settings["final_iters"],
         "stage_sigmas": sigma_table,
         "stop_stage": RULE_DEFAULTS["stop_stage"],
     }
     return templates.render("example2_formulation", values).rstrip("\n")
+
+
+def patience_spelling(patiences: Iterable[int]) -> str:
+    """The stage patience as the formulation states it: the one value, or each value the
+    cells ran with (every cell has one)."""
+    values = [str(p) for p in sorted({int(p) for p in patiences})]
+    if len(values) == 1:
+        return values[0]
+    return f"{_or(values)} (the cell's stage patience)"
 
 
 def configured_stage_sigmas(settings: Sequence[Mapping]) -> str:
@@ -583,7 +612,11 @@ def example2_section(
     windows = sorted({int(settings["wmv_window"]), *map(int, settings["wmv_windows"])})
     untuned = {"wmv_window": int(settings["wmv_window"]), "patience": int(settings["wmv_patience"])}
     values = {
-        "formulation": formulation(settings, stage_sigma_table(cells)),
+        "formulation": formulation(
+            settings,
+            stage_sigma_table(cells),
+            [int(cell.identity["stage_patience"]) for cell in cells],
+        ),
         "budgets": _set(settings["budgets"]),
         "taus": _set(settings["loo_taus"]),
         "es_wmv_paper": es_wmv_spelling(ES_WMV_PAPER),
@@ -639,6 +672,10 @@ def _join(items: Iterable[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
+def _or(items: Sequence[str]) -> str:
+    return ", ".join(items[:-1]) + " or " + items[-1]
+
+
 def _values(column: pd.Series) -> str:
     return ", ".join(sorted(column.astype(str).unique(), key=lambda v: (len(v), v)))
 
@@ -649,6 +686,7 @@ def _true(value: object) -> bool:
 
 def _by_progressive(cells: Sequence[LooCell]) -> dict[str, list[LooCell]]:
     groups: dict[str, list[LooCell]] = {}
+    show_patience = shows_patience(cells)
     for cell in cells:
-        groups.setdefault(progressive_rule(cell.identity), []).append(cell)
+        groups.setdefault(progressive_rule(cell.identity, show_patience), []).append(cell)
     return groups

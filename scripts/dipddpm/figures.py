@@ -277,11 +277,13 @@ def earlystop_curves(
 
 
 def _one_box_per_fit(earlystop: pd.DataFrame) -> pd.DataFrame:
-    """Rows labelled by rule and ablation setting (schedule, stages, sigma_max) where the
-    frame holds several: each cell fits its own plain DIP, whose length follows the
-    progressive run's, so even a plain-fit rule such as ES-WMV can stop elsewhere."""
+    """Rows labelled by rule and ablation setting (schedule, stages, sigma_max, stage
+    patience) where the frame holds several: each cell fits its own plain DIP, whose length
+    follows the progressive run's, so even a plain-fit rule such as ES-WMV can stop
+    elsewhere."""
     rows = earlystop.copy()
-    ablation = [c for c in ("es_schedule", "stages", "sigma_max") if c in rows.columns]
+    settings = ("es_schedule", "stages", "sigma_max", "stage_patience")
+    ablation = [c for c in settings if c in rows.columns]
     setting = rows[ablation].astype(str).agg(" ".join, axis=1) if ablation else None
     several = setting is not None and setting.nunique() > 1
     rows["box"] = rows["rule"].astype(str) + ("\n" + setting if several else "")

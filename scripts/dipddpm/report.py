@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from dipddpm import grid
 from dipddpm.aggregate import to_markdown
 from dipddpm.claims import (
     Claim,
@@ -245,7 +246,8 @@ def _example2_formulation(config: Mapping[str, Any]) -> str | None:
         return None
     es_settings = {**es, "exp_weight": (config.get("dip") or {}).get("exp_weight", 0.99)}
     es_settings.setdefault("noise", "fresh")
-    return example2_formulation(es_settings, configured_stage_sigmas(settings))
+    patiences = [p for block in es["grid"] for p in grid.block_patiences(block)]
+    return example2_formulation(es_settings, configured_stage_sigmas(settings), patiences)
 
 
 def _t0s(cells: pd.DataFrame) -> list[int]:

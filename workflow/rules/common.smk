@@ -541,6 +541,14 @@ def example2_progressive_cells():
     return progressive_examples(example2_cells())
 
 
+def example2_shows_patience():
+    """Whether the progressive rules' names spell the stage patience, decided on every
+    early-stopping cell as the loo tables decide it (the refit sees only examples)."""
+    from dipddpm.stages.earlystop_loo import patiences_differ
+
+    return patiences_differ(grid.earlystop_cells(config))
+
+
 def example2_files(name, progressive=False):
     cells = example2_progressive_cells() if progressive else example2_cells()
     return files(grid.EARLYSTOP, cells, name)

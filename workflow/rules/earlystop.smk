@@ -148,6 +148,7 @@ rule example2_refit_progressive:
         runtime=120,
     params:
         dip=lambda wc: example2_dip_settings(),
+        show_patience=lambda wc: example2_shows_patience(),
     script:
         "../../scripts/refit_example2_progressive.py"
 

@@ -48,7 +48,7 @@ def setting_label(setting: Mapping, factor: str) -> str:
     if factor == "centre":
         return (
             f"{setting['arch']}, {setting['es_schedule']}, K = {setting['stages']}, "
-            f"sigma_max = {setting['sigma_max']}"
+            f"sigma_max = {setting['sigma_max']}, stage_patience = {setting['stage_patience']}"
         )
     axis = {vary: axis for vary, axis, _ in ABLATION_FACTORS}[factor]
     return f"{axis} = {setting[axis]}"

@@ -12,6 +12,7 @@ import pandas as pd
 
 from .. import metrics
 from ..dip.fit import DIPFitter
+from ..grid import DEFAULT_STAGE_PATIENCE
 from .progressive import ProgressiveRun, fit_progressive
 from .registry import Problem, TrainingVariant, VariantRun, register_variant
 from .rules import STOP_VARIANTS, ProgressiveSureRule
@@ -19,11 +20,12 @@ from .table import TABLE_COLUMNS, ssim_of, table_row
 from .targets import stage_sigmas, stage_targets_for
 
 # The rule_params keys: the rule's stop_stage, the geometric schedule's ratio and the
-# adaptive stages' patience (0: fixed-length stages).
+# adaptive stages' patience (0: fixed-length stages; a pipeline cell's comes from its
+# stage_patience axis, whose default this is).
 RULE_DEFAULTS = {
     "stop_stage": "stage_end",
     "ratio": 0.5,
-    "stage_patience": 20,
+    "stage_patience": DEFAULT_STAGE_PATIENCE,
 }
 
 
@@ -42,6 +44,9 @@ class ProgressiveTargets(TrainingVariant):
             value = settings[name]
             if int(value) != value or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
+        patience = params["stage_patience"]
+        if isinstance(patience, bool) or int(patience) != patience or patience < 0:
+            raise ValueError(f"stage_patience must be an integer >= 0; got {patience!r}")
 
     def fit(self, problem: Problem) -> VariantRun:
         settings, params = self.settings, self.params

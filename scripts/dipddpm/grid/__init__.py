@@ -15,8 +15,10 @@ an axis does not apply), so aggregation groups by declared columns and never rea
 
 from .design import (
     ABLATION_FACTORS,
+    DEFAULT_STAGE_PATIENCE,
     ablation_factor,
     ablation_settings,
+    block_patiences,
     cells,
     clean_cells,
     convergence_t0,

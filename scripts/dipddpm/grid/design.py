@@ -597,6 +597,13 @@ def setting_cells(config: Mapping, kind: Kind, setting: Mapping[str, str]) -> li
     return found
 
 
+# The progressive rule's stage patience where the config names none (a grid block without
+# `patience`, ablations without `centre.patience`): the patience every cell ran with before
+# it was an axis, and the training variant's own default (progressive_variant.RULE_DEFAULTS
+# reads it from here, so the two cannot drift apart).
+DEFAULT_STAGE_PATIENCE = 20
+
+
 def earlystop_cells(config: Mapping) -> list[dict[str, str]]:
     """Example 2's cells: every grid block on each early-stopping dataset (``dataset``, or
     each of ``datasets``: natural-image crops from several sources)."""
@@ -605,13 +612,14 @@ def earlystop_cells(config: Mapping) -> list[dict[str, str]]:
         return []
     cells = []
     for block in es["grid"]:
-        for dataset, task, arch, schedule, stages, smax, obs, seed in itertools.product(
+        for dataset, task, arch, schedule, stages, smax, patience, obs, seed in itertools.product(
             _earlystop_datasets(es),
             block["tasks"],
             block["archs"],
             block["schedules"],
             block["stages"],
             block["sigma_max"],
+            block_patiences(block),
             observation_seeds(config),
             config["dip"]["seeds"],
         ):
@@ -625,10 +633,16 @@ def earlystop_cells(config: Mapping) -> list[dict[str, str]]:
                     es_schedule=schedule,
                     stages=stages,
                     sigma_max=smax,
+                    stage_patience=patience,
                     dip_seed=seed,
                 )
             )
     return _unique(cells)
+
+
+def block_patiences(block: Mapping) -> list[int]:
+    """A grid block's stage patiences (``patience``; the schema's default where unset)."""
+    return list(block.get("patience", [DEFAULT_STAGE_PATIENCE]))
 
 
 # The factors earlystop.ablations varies one at a time: (its key in `vary`, the cell axis,
@@ -638,7 +652,10 @@ ABLATION_FACTORS = (
     ("stages", "stages", "stages"),
     ("sigma_max", "sigma_max", "sigma_max"),
     ("archs", "arch", "arch"),
+    ("patiences", "stage_patience", "patience"),
 )
+# A centre key the config may leave out, and the value it then has.
+CENTRE_DEFAULTS = {"patience": DEFAULT_STAGE_PATIENCE}
 
 
 def earlystop_ablation_cells(config: Mapping) -> list[dict[str, str]]:
@@ -666,13 +683,21 @@ def earlystop_ablation_cells(config: Mapping) -> list[dict[str, str]]:
 def ablation_settings(ablations: Mapping) -> list[dict[str, Any]]:
     """The centre setting, then each factor's other values (in the config's order), as
     EARLYSTOP axes with a ``factor`` key naming what was varied (``centre`` for it)."""
-    centre = {axis: ablations["centre"][key] for _, axis, key in ABLATION_FACTORS}
+    centre = {axis: ablation_centre(ablations, key) for _, axis, key in ABLATION_FACTORS}
     settings = [{**centre, "factor": "centre"}]
     for vary_key, axis, _ in ABLATION_FACTORS:
         for value in ablations.get("vary", {}).get(vary_key, []):
             if canonical(value) != canonical(centre[axis]):
                 settings.append({**centre, axis: value, "factor": vary_key})
     return settings
+
+
+def ablation_centre(ablations: Mapping, key: str) -> Any:
+    """The centre setting's value of ``key`` (its default where the config leaves it out)."""
+    centre = ablations["centre"]
+    if key not in centre and key in CENTRE_DEFAULTS:
+        return CENTRE_DEFAULTS[key]
+    return centre[key]
 
 
 def ablation_factor(ablations: Mapping, cell: Mapping) -> str:
@@ -688,7 +713,7 @@ def ablation_factor(ablations: Mapping, cell: Mapping) -> str:
 def earlystop_plain_cells(config: Mapping) -> list[dict[str, str]]:
     """The plain fits the early-stopping cells (the grid's and the ablations') are scored
     on: one per observation, architecture and DIP seed, shared by every cell that differs
-    only in the training variant's settings (schedule, stages, sigma_max)."""
+    only in the training variant's settings (schedule, stages, sigma_max, stage patience)."""
     cells = earlystop_cells(config) + earlystop_ablation_cells(config)
     return _unique([plain_fit_of(cell) for cell in cells])
 

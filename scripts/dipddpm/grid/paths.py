@@ -72,6 +72,13 @@ _AXES = [
     Axis("stages", "stages", INT, "progressive-target stages"),
     Axis("sigma_max", "smax", FLOAT, "largest progressive-target noise (0-255)"),
     Axis(
+        "stage_patience",
+        "spat",
+        INT,
+        "iterations without improvement of its error estimate that end a progressive noisy "
+        "stage (0: fixed-length stages)",
+    ),
+    Axis(
         "guide_form",
         "gform",
         "red|mix",
@@ -184,11 +191,20 @@ GENERATE = Kind(
 EARLYSTOP = Kind(
     "earlystop",
     "earlystop",
-    (*OBSERVATION_AXES, "arch", "es_schedule", "stages", "sigma_max", "dip_seed"),
+    (
+        *OBSERVATION_AXES,
+        "arch",
+        "es_schedule",
+        "stages",
+        "sigma_max",
+        "stage_patience",
+        "dip_seed",
+    ),
 )
 # The plain DIP fit an early-stopping cell's post-hoc rules are scored on. It depends on
-# none of the training variant's settings (schedule, stages, sigma_max), so it is a cell of
-# its own that every early-stopping cell differing only in those reads (fitted once).
+# none of the training variant's settings (schedule, stages, sigma_max, stage patience),
+# so it is a cell of its own that every early-stopping cell differing only in those reads
+# (fitted once).
 EARLYSTOP_PLAIN = Kind(
     "earlystop_plain", "earlystop/plain", (*OBSERVATION_AXES, "arch", "dip_seed")
 )

@@ -1,5 +1,5 @@
 """Example 2 stage: a cell per grid.EARLYSTOP identity (observation, arch, schedule, K,
-sigma_max, DIP seed), scored with the post-hoc rules on the plain fit of its
+sigma_max, stage patience, DIP seed), scored with the post-hoc rules on the plain fit of its
 grid.EARLYSTOP_PLAIN cell (observation, arch, DIP seed), which every cell differing only in
 the training variant's settings reads."""
 
@@ -104,7 +104,9 @@ def run_cell(
         int(es["iters_per_stage"]),
         int(es["final_iters"]),
     )
-    fitted = run_training_variant(cell_problem(data, task, cell, arch, dip, dev), settings)
+    fitted = run_training_variant(
+        cell_problem(data, task, cell, arch, dip, dev), settings, cell_rule_params(cell)
+    )
     result = assemble_cell(fitted, plain)
     table = result.table.copy()
     table["stage"], table["device"] = "earlystop", dev.type
@@ -117,6 +119,12 @@ def run_cell(
         {**cell, "arch_params": arch, "earlystop": es, "info": result.info, **describe_device(dev)},
     )
     save_csv(out_table, grid.stamp(table, identity, "earlystop"))
+
+
+def cell_rule_params(cell: dict) -> dict:
+    """The progressive variant's ``rule_params`` a cell's axes set: its stage patience (the
+    other keys keep ``RULE_DEFAULTS``)."""
+    return {"stage_patience": int(cell["stage_patience"])}
 
 
 def load_denoising(degraded_npz, degraded_json) -> tuple[dict, dict]:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -233,7 +233,8 @@ def progressive_rows(cells: Sequence[LooCell], scores: pd.DataFrame) -> pd.DataF
     """Each cell's progressive rule (its primary stop) as an untuned rule of its own,
     named by its settings and scored against the case's plain oracle like every rule."""
     oracle = _case_oracles(scores)
-    frames = [_progressive_frame(cell) for cell in cells]
+    show_patience = patiences_differ(cell.identity for cell in cells)
+    frames = [_progressive_frame(cell, show_patience) for cell in cells]
     frames = [f for f in frames if len(f)]
     if not frames:
         return pd.DataFrame()
@@ -247,14 +248,14 @@ def _case_oracles(scores: pd.DataFrame) -> pd.DataFrame:
     return first[[*CASE_COLUMNS, "oracle_iter", "oracle_psnr", "last_iter"]]
 
 
-def _progressive_frame(cell: LooCell) -> pd.DataFrame:
+def _progressive_frame(cell: LooCell, show_patience: bool) -> pd.DataFrame:
     table = cell.table
     mine = table[(table["run"] == "progressive") & (table["rule"] == "progressive")]
     frame = mine[["image", "stop_iter", "decision_iter", "psnr", "gap_db"]].copy()
     frame = with_case_columns(frame, cell).drop(columns=["image", SIGMA_COLUMN])
     frame = frame.assign(
-        rule=progressive_rule(cell.identity),
-        setting=progressive_setting(cell.identity),
+        rule=progressive_rule(cell.identity, show_patience),
+        setting=progressive_setting(cell.identity, show_patience),
         setting_index=0,
         tuned=False,
         train_objective=math.nan,
@@ -269,20 +270,31 @@ def _progressive_frame(cell: LooCell) -> pd.DataFrame:
     return frame
 
 
-def progressive_rule(identity: Mapping[str, str]) -> str:
-    return (
+def patiences_differ(identities: Iterable[Mapping[str, str]]) -> bool:
+    """Whether the cells ran more than one stage patience: only then do the progressive
+    rules' names spell it, so a run of one patience keeps the names it had before the
+    patience was an axis, and cells of two patiences are never pooled under one name."""
+    return len({identity["stage_patience"] for identity in identities}) > 1
+
+
+def progressive_rule(identity: Mapping[str, str], show_patience: bool = False) -> str:
+    """The progressive rule's name in the tables, e.g. ``progressive geometric K=5
+    smax=50`` (with `` spat=20`` when ``show_patience``: see ``patiences_differ``)."""
+    name = (
         f"progressive {identity['es_schedule']} K={identity['stages']} smax={identity['sigma_max']}"
     )
+    return f"{name} spat={identity['stage_patience']}" if show_patience else name
 
 
-def progressive_setting(identity: Mapping[str, str]) -> str:
-    return setting_label(
-        {
-            "schedule": identity["es_schedule"],
-            "stages": identity["stages"],
-            "sigma_max": identity["sigma_max"],
-        }
-    )
+def progressive_setting(identity: Mapping[str, str], show_patience: bool = False) -> str:
+    setting = {
+        "schedule": identity["es_schedule"],
+        "stages": identity["stages"],
+        "sigma_max": identity["sigma_max"],
+    }
+    if show_patience:
+        setting["stage_patience"] = identity["stage_patience"]
+    return setting_label(setting)
 
 
 # ------------------------------------------------------------------------------ tables

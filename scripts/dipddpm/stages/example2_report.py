@@ -299,12 +299,15 @@ def refit_progressive(
     threads: int,
     out_npz,
     out_table,
+    show_patience: bool = False,
 ) -> pd.DataFrame:
     """Refit the progressive run of each given cell's example images (aligned lists: the
     cell's ``params.json``, ``stage_curves.csv`` and ``outputs.npz``; ``degraded``: the
     observations' ``degraded.npz``, each beside its ``params.json``), with the cell's
     settings and its backtracking resets (``CellResets``), and keep their outputs at the
-    end of each noisy stage and at the rule's stop. Raises when an image's PSNR curve
+    end of each noisy stage and at the rule's stop. ``show_patience``: whether the rule
+    names spell the stage patience, as the loo tables do for the config's cells (the refit
+    sees only the example cells, which cannot tell). Raises when an image's PSNR curve
     differs from the cell's by more than ``REFIT_TOLERANCE_DB`` at any iteration, or its
     stage ends, stop or output at the stop differ from the cell's."""
     torch.set_num_threads(max(1, int(threads)))
@@ -329,7 +332,7 @@ def refit_progressive(
             base = {
                 **_case_of(identity, names[i]),
                 "image": i,
-                "rule": progressive_rule(identity),
+                "rule": progressive_rule(identity, show_patience),
                 "max_abs_diff_db": worst,
             }
             points = [
@@ -371,8 +374,8 @@ def _case_of(identity: Mapping[str, str], name: str) -> dict:
 
 def _progressive_run(record, identity, arrays, task, dip, images: Sequence[int]):
     """The cell's progressive run of ``images`` again: ``ProgressiveTargets.fit`` with the
-    cell's settings and ``RULE_DEFAULTS`` (the keys the cell runs with), the cell's
-    backtracking resets replayed, the stage outputs kept."""
+    cell's settings, its stage patience and ``RULE_DEFAULTS``' other keys (those the cell
+    runs with), the cell's backtracking resets replayed, the stage outputs kept."""
     es = record["earlystop"]
     kind, arch = _arch(record)
     sigmas = stage_sigmas(
@@ -403,7 +406,7 @@ def _progressive_run(record, identity, arrays, task, dip, images: Sequence[int])
         clean=clean,
         progress=False,
         on_stage=captured,
-        stage_patience=int(RULE_DEFAULTS["stage_patience"]),
+        stage_patience=int(identity["stage_patience"]),
     )
     return run, sigmas, captured
 
@@ -465,7 +468,8 @@ def write_example2(
     cases = example2_report.canonical_cases(loo["cases"])
     plain_table = example2_report.canonical_cases(plain_table)
     prog_table = example2_report.canonical_cases(prog_table)
-    curves = _curve_frames(cells, cases, plain_table, _stage_curves(stage_curves))
+    stage_frame = _stage_curves(stage_curves, example2_report.shows_patience(cells))
+    curves = _curve_frames(cells, cases, plain_table, stage_frame)
     example2_figures.curves_figure(*curves, _stem(out_curves))
     example2_figures.gaps_figure(cases, _stem(out_gaps))
     example2_figures.crops_figure(
@@ -487,12 +491,13 @@ def _stem(png) -> Path:
     return path.with_name(path.stem)
 
 
-def _stage_curves(paths: Sequence[str]) -> pd.DataFrame:
+def _stage_curves(paths: Sequence[str], show_patience: bool) -> pd.DataFrame:
+    """The cells' progressive curves, each named as the loo tables name its rule."""
     frames = []
     for path in paths:
         identity = grid.EARLYSTOP.identity(grid.parse(path))
         frame = pd.read_csv(path)[["image", "iteration", "psnr_clean"]]
-        frames.append(frame.assign(**identity, rule=progressive_rule(identity)))
+        frames.append(frame.assign(**identity, rule=progressive_rule(identity, show_patience)))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
