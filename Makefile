@@ -38,10 +38,14 @@ report: $(BIN)/.installed
 # them) to the committed results/summary/. Run it after `make run` on a clean checkout.
 summary:
 	test -f results/report/config_used.json
-	rm -rf results/summary/tables results/summary/figures results/summary/report
-	mkdir -p results/summary/report
+	rm -rf results/summary/tables results/summary/figures results/summary/report results/summary/generation
+	mkdir -p results/summary/report results/summary/generation
 	cp -r results/tables results/figures results/summary/
 	cp results/report/report.md results/report/config_used.json results/summary/report/
+	# The report links the generation section's figures as ../generation/ (PNG only).
+	if [ -d results/generation ]; then \
+		cp results/generation/*.csv results/generation/*.md results/generation/*.png \
+			results/summary/generation/; fi
 
 # config/study.yaml in parts, each a Snakemake target: make study PART=models CIFAR10=...
 # A stored model or prior asks for no input once it exists, so its input set differs from

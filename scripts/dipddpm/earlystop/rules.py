@@ -30,7 +30,9 @@ Why no threshold on the final stage: an earlier version carried a discrepancy th
 the final stage. Fitted past its minimum, the last noisy stage has already brought the
 residual to y below any such threshold, so that rule stopped on the final stage's first
 iteration in every measured case (72 of 72 natural-image cases of the study at df0c939):
-the calibration never decided a stop, and it was removed.
+the calibration never decided a stop, and it was removed. (On the default run's cosine
+schedule, whose last noisy stage is noisier, it did decide some stops and was 0.18 dB
+better on 8 CIFAR-10 images; on the geometric schedule the two agree to 0.001 dB.)
 """
 
 from __future__ import annotations
