@@ -316,7 +316,7 @@ def to_markdown(summary: pd.DataFrame, ddpm: pd.DataFrame) -> str:
             ci_text(row, "psnr_minus_plain_peak") for _, row in alone.iterrows()
         ]
     lines = [
-        "# DDPM-guided DIP",
+        "## DDPM-guided DIP",
         "",
         f"PSNR in dB at the last iteration (final) and at each run's own peak; differences "
         f"are paired per image and observation seed (n), with 95 % bootstrap CIs. Guidance "
@@ -325,7 +325,7 @@ def to_markdown(summary: pd.DataFrame, ddpm: pd.DataFrame) -> str:
         "",
         markdown_table(shown[list(MARKDOWN_SUMMARY)].rename(columns=MARKDOWN_SUMMARY)),
         "",
-        "## The DDPM alone against the plain-DIP oracle",
+        "### The DDPM alone against the plain-DIP oracle",
         "",
         markdown_table(alone.reindex(columns=list(MARKDOWN_DDPM)).rename(columns=MARKDOWN_DDPM)),
         "",
