@@ -1,15 +1,22 @@
 # DIP + DDPM reference pipeline. This file stays thin: configuration, validation,
 # rule includes and the default target. The rules live in workflow/rules/.
+import os
+
 from snakemake.utils import min_version
 
 min_version("9.20")
 
 
-# A config file given on the command line replaces the default one instead of merging with
-# it, in the main process and in the jobs Snakemake spawns (`run` rules): those get
-# --configfiles but not --replace-workflow-config, and a merge of the study config with
-# the default one is no valid config (issue found running the generation part).
-if not workflow.overwrite_configfiles:
+# With --replace-workflow-config the command line's config files replace the default one.
+# Snakemake passes the jobs it spawns (`run` rules) --configfiles but not that flag, so they
+# would merge the default config into, e.g., the study's (no valid config). The main process
+# leaves the choice in the environment, which spawned jobs inherit, and they skip the
+# default config file as the main process did. Without the flag, config files merge over
+# the default one as usual (the SLURM test's tiny overlay relies on that).
+REPLACE_CONFIG_ENV = "DIPDDPM_REPLACE_WORKFLOW_CONFIG"
+if workflow.config_settings.replace_workflow_config:
+    os.environ[REPLACE_CONFIG_ENV] = "1"
+if not (workflow.overwrite_configfiles and os.environ.get(REPLACE_CONFIG_ENV)):
 
     configfile: "config/config.yaml"
 
