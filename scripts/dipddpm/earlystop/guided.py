@@ -60,7 +60,7 @@ from ..dip.fit import DIPFitter, derive_seed, psnr_from_mse
 from ..dip.recording import ChunkRecorder, merge_chunks
 from ..operators import Operator
 from .registry import Problem, TrainingVariant, VariantRun, register_variant
-from .run import make_problem, training_variant
+from .run import fitter_arguments, make_problem, training_variant
 from .table import TABLE_COLUMNS, ssim_of, table_row
 
 FORMS = ("red", "mix")
@@ -533,9 +533,7 @@ def run_guided(
     ``lam = 0`` this fit is plain DIP, the reference a guided fit is paired with).
     ``rule_params``: the variant's keys (``GUIDED_DEFAULTS``)."""
     training = training_variant("guided", {"final_iters": iters}, rule_params)
-    fitter_args = dict(
-        lr=lr, reg_noise_std=reg_noise_std, exp_weight=exp_weight, backtrack=backtrack
-    )
+    fitter_args = fitter_arguments(lr, reg_noise_std, exp_weight, backtrack)
     problem = make_problem(
         clean,
         observed,
