@@ -8,6 +8,7 @@ with log_to(snakemake.log[0]):
         snakemake.input.npz,
         snakemake.input.params,
         snakemake.input.ckpt,
+        classifier=snakemake.input.get("classifier"),
         cell=snakemake.params.identity,
         arch=snakemake.params.settings["arch"],
         dip=snakemake.params.settings["dip"],

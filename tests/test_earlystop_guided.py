@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from dipddpm.cifarnet import build_model, save_classifier
 from dipddpm.ddpm.diffusion import Diffusion
 from dipddpm.ddpm.unet import build_unet
 from dipddpm.dip.fit import DIPFitter, fit_dip
@@ -15,7 +16,9 @@ from dipddpm.earlystop.guided import (
     DdpmDenoiser,
     GuidedDIPFitter,
     blend_window,
+    cut_tiles,
     denoise_by_tiles,
+    feature_penalty,
     tile_starts,
     tiles_per_image,
 )
@@ -201,6 +204,50 @@ def test_the_penalty_gradient_is_that_of_the_explicit_loss():
     torch.testing.assert_close(guided.last_penalty, expected)
 
 
+def _tiny_classifier() -> torch.nn.Module:
+    model = build_model(width=4, seed=0)
+    model.eval().requires_grad_(False)
+    # Fresh batch-norm statistics are identities; random ones make the features nonlinear.
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    return model
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cifarnet") / "cifarnet.pt"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        save_classifier(path, _tiny_classifier(), {"accuracy": 0.1})
+    return str(path)
+
+
+def test_the_feature_penalty_and_its_gradient_are_those_of_the_explicit_loss():
+    """Relative squared error of the tiles' concatenated features, gradient through phi;
+    the classifier's parameters get no gradient and a reference image costs nothing."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        model = _tiny_classifier()
+    gen = torch.Generator().manual_seed(5)
+    reference, output = torch.rand(2, 3, 16, 16, generator=gen), torch.rand(2, 3, 16, 16)
+    lam = 0.3
+    values, grad = feature_penalty(model.features, reference, lam, **TILES)(output)
+
+    def phi(x):
+        return model.features(cut_tiles(x, **TILES)[0]).reshape(2, -1)
+
+    x = output.clone().requires_grad_(True)
+    explicit = (phi(x) - phi(reference)).square().sum(1) / phi(reference).square().sum(1)
+    (lam * explicit.sum()).backward()
+    torch.testing.assert_close(values, explicit.detach())
+    torch.testing.assert_close(grad, x.grad)
+    assert all(p.grad is None for p in model.parameters())
+    same, _ = feature_penalty(model.features, reference, lam, **TILES)(reference)
+    np.testing.assert_array_equal(same.numpy(), 0.0)
+
+
 # --------------------------------------------------------------------------- the variant
 
 
@@ -210,9 +257,10 @@ def test_guided_variant_is_registered_with_its_defaults():
     assert (cls.defaults["tile"], cls.defaults["stride"]) == (32, 16)
 
 
-@pytest.mark.parametrize("form", ["red", "mix"])
-def test_lambda_zero_is_plain_dip_bit_for_bit(form, checkpoint):
-    res = _cell({"form": form, "lam": 0.0, "checkpoint": checkpoint(), **TILES})
+@pytest.mark.parametrize("form", ["red", "mix", "perc"])
+def test_lambda_zero_is_plain_dip_bit_for_bit(form, checkpoint, classifier):
+    params = {"form": form, "lam": 0.0, "checkpoint": checkpoint(), **TILES}
+    res = _cell(params | ({"classifier": classifier} if form == "perc" else {}))
     guided = res.stage_curves.sort_values(["image", "iteration"], ignore_index=True)
     plain = res.trajectory.sort_values(["image", "iteration"], ignore_index=True)
     for column in ["image", "iteration", "loss", "psnr_obs", "psnr_clean", "psnr_clean_ema"]:
@@ -262,7 +310,24 @@ def test_mix_guidance_denoises_the_observation_once(checkpoint):
     rows = res.table[res.table["run"] == "guided"]
     assert res.info["unet_evals_total"] == 9 * len(SEEDS) and res.info["t_observation"] >= 1
     assert (rows["unet_evals_per_step"] == 0).all() and (rows["unet_evals"] == 9).all()
-    assert len(res.info["mixed_target_psnr"]) == len(SEEDS)
+    assert len(res.info["target_psnr"]) == len(SEEDS)
+
+
+def test_perc_guidance_denoises_once_and_backpropagates_through_the_classifier(
+    checkpoint, classifier
+):
+    params = {"form": "perc", "lam": 1.0, "checkpoint": checkpoint(), "classifier": classifier}
+    res = _cell(params | TILES)
+    rows = res.table[res.table["run"] == "guided"]
+    assert res.info["unet_evals_total"] == 9 * len(SEEDS) and res.info["t_observation"] >= 1
+    assert (rows["unet_evals_per_step"] == 0).all() and (rows["unet_evals"] == 9).all()
+    assert res.info["classifier_evals_per_step"] == 9 * len(SEEDS)
+    assert res.info["classifier"] == classifier and len(res.info["target_psnr"]) == len(SEEDS)
+    curves = res.stage_curves
+    assert (curves["guidance_penalty"] > 0).all()
+    assert not np.array_equal(curves["loss"], res.trajectory["loss"])
+    again = _cell(params | TILES)
+    np.testing.assert_array_equal(again.outputs_at_stop, res.outputs_at_stop)
 
 
 def test_guided_parameters_are_checked(checkpoint):
@@ -272,6 +337,8 @@ def test_guided_parameters_are_checked(checkpoint):
         _cell({"lam": 0.5})
     with pytest.raises(ValueError, match=r"lam in \[0, 1\]"):
         _cell({"form": "mix", "lam": 1.5, "checkpoint": checkpoint()})
+    with pytest.raises(ValueError, match="needs rule_params classifier"):
+        _cell({"form": "perc", "lam": 0.5, "checkpoint": checkpoint()})
     with pytest.raises(ValueError, match="guided form must be one of"):
         _cell({"form": "perceptual", "lam": 0.5})
     with pytest.raises(ValueError, match=r"trained on steps 1\.\.2 but guidance needs step"):

@@ -14,6 +14,7 @@ import yaml
 from snakemake.utils import validate
 
 from dipddpm import grid
+from dipddpm.cifarnet import build_model, save_classifier
 from dipddpm.config import ConfigError, load_schema, validate_config
 from dipddpm.ddpm.unet import build_unet
 from dipddpm.earlystop.guided import COST_COLUMNS, FORMS, GUIDED_DEFAULTS
@@ -154,6 +155,11 @@ def _set(path: str, value):
     return change
 
 
+def _perc_without_classifier(config):
+    config["earlystop"]["guided"]["forms"] = ["red", "perc"]
+    config["metrics"].pop("classifier", None)
+
+
 def _add_mode(config):
     config["ddpm"]["modes"].append({"mode": "truncated", "t_max": 500})
 
@@ -181,6 +187,7 @@ def _deep_arch(config):
         (_set("earlystop.guided.lams", [0, -1]), "earlystop.guided.lams[1]", "out of range"),
         (_set("earlystop.guided.forms", ["red", "tv"]), "earlystop.guided.forms[1]", "not allowed"),
         (_set("earlystop.guided.stride", 40), "earlystop.guided.stride", "exceeds"),
+        (_perc_without_classifier, "earlystop.guided.forms", "metrics.classifier"),
         (_set("earlystop.guided.ckpt", 200), "earlystop.guided.ckpt", "ddpm.checkpoints"),
         (
             _set("earlystop.guided.guidance_sigma", 2),
@@ -270,7 +277,7 @@ def cell_inputs(tmp_path_factory):
     return folder, ckpt
 
 
-def _run_cell(folder, ckpt, form: str, lam: str):
+def _run_cell(folder, ckpt, form: str, lam: str, classifier=None):
     cell = {
         "dataset": "cifar10-test",
         "task": "denoise-s25",
@@ -300,6 +307,7 @@ def _run_cell(folder, ckpt, form: str, lam: str):
         out_table=out / "guided.csv",
         out_trajectory=out / "trajectory.csv",
         out_json=out / "params.json",
+        classifier=classifier,
     )
     return out
 
@@ -338,6 +346,20 @@ def test_a_red_cell_guides_with_the_checkpoint_and_counts_its_unet(cell_inputs):
     np.testing.assert_array_equal(final["unet_evals"], 5)
     assert (table["guide_form"] == "red").all() and (table["guide_lam"] == "0.5").all()
     assert load_json(out / "params.json")["info"]["t_guidance"] >= 1
+
+
+def test_a_perc_cell_reads_the_classifier_and_refuses_to_run_without_it(cell_inputs):
+    folder, ckpt = cell_inputs
+    weights = folder / "cifarnet.pt"
+    save_classifier(weights, build_model(width=4, seed=0).eval(), {"accuracy": 0.1})
+    with pytest.raises(ValueError, match="needs the classifier's weights"):
+        _run_cell(folder, ckpt, "perc", "0.5")
+    out = _run_cell(folder, ckpt, "perc", "0.5", classifier=weights)
+    table = stage.read_rows(out / "guided.csv")
+    assert set(table["method"]) == {"ddpm-guided-dip"} and (table["guide_form"] == "perc").all()
+    assert (table["unet_evals"] == 1).all()  # D(y), one 32x32 tile per image, once
+    info = load_json(out / "params.json")["info"]
+    assert info["classifier"] == str(weights) and info["classifier_evals_per_step"] == 2
 
 
 # --------------------------------------------------------------------------- the summary

@@ -580,7 +580,8 @@ GUIDED_KEY = "earlystop.guided"
 def _guided_errors(config: dict) -> list[str]:
     """``earlystop.guided``: names that exist, denoising tasks, one trained model that covers
     every step it is used at, lam 0 (the plain-DIP reference) listed, mix weights of at most
-    1, tiles that cover the image, and a summary folder outside the cell folders."""
+    1, a classifier for form perc, tiles that cover the image, and a summary folder outside
+    the cell folders."""
     guided = (config.get("earlystop") or {}).get("guided")
     if not guided:
         return []
@@ -595,6 +596,11 @@ def _guided_errors(config: dict) -> list[str]:
             "DDPM alone start from the observation at the step matching its noise level"
         )
     errors += _guided_weight_errors(guided) + _guided_tile_errors(guided)
+    if "perc" in guided["forms"] and not (config.get("metrics") or {}).get("classifier"):
+        errors.append(
+            f"'{GUIDED_KEY}.forms': form perc compares the features of metrics.classifier, "
+            "which is not configured; configure it or drop the form"
+        )
     model_errors, t_max = _guided_model_errors(config, guided)
     if t_max is not None:
         model_errors += _guided_step_errors(config, guided, t_max)

@@ -622,6 +622,13 @@ def classifier_weights():
     return f"{store}/cifarnet.pt" if store else f"{CLASSIFIER_DIR}/cifarnet.pt"
 
 
+def guided_classifier_input(wildcards):
+    """The classifier whose features a guided cell of form perc compares; none otherwise."""
+    if wildcards.guide_form != "perc":
+        return {}
+    return {"classifier": classifier_weights()}
+
+
 def classifier_targets():
     if not CLASSIFIER:
         return []

@@ -17,6 +17,8 @@ EARLYSTOP_GUIDED_TARGETS = list(GUIDED_SUMMARY.values()) if GUIDED_CELL_TABLES e
 rule earlystop_guided_cell:
     input:
         unpack(observation_input),
+        # Form perc's feature extractor (metrics.classifier's weights); none otherwise.
+        unpack(guided_classifier_input),
         # Every cell reads the model, as Example 1's sampling cells do (the store's copy
         # with one): the guided ones guide with it, the lam-0 one scores it alone.
         ckpt=checkpoint_input,

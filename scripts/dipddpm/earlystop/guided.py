@@ -4,7 +4,7 @@ The denoiser ``D`` is the DDPM's one-step x0 estimate (Tweedie's posterior mean)
 diffusion step ``t``: the image is mapped to model space, forward-noised to ``t`` (or, for
 an observation that already carries noise of the matching level, only scaled), and
 ``x0_hat = (x_t - sqrt(1 - abar_t) eps_theta(x_t, t)) / sqrt(abar_t)``, clipped to [-1, 1].
-Two forms (``form``):
+Three forms (``form``):
 
 ``red``  RED-style regulariser. Each DIP step minimises
          ``||A(f(z)) - y||^2 + lam * ||f(z) - D(f(z))||^2`` (both per-pixel means), with
@@ -14,6 +14,13 @@ Two forms (``form``):
 ``mix``  Target mixing. The DIP target ``y`` is replaced, once, by
          ``(1 - lam) * y + lam * D(y)``, ``D(y)`` the x0 estimate from the observation at the
          sigma-matched step ``t_for_sigma(sigma_task)`` (``observation_start``). Denoising only.
+``perc`` Perceptual loss on the generation metrics' classifier (CifarNet, ``classifier``).
+         Each DIP step minimises ``||A(f(z)) - y||^2 + lam * ||phi(f(z)) - phi(D(y))||^2 /
+         ||phi(D(y))||^2``, ``phi`` the classifier's penultimate features of every 32x32
+         tile (the DDPM's tiles, concatenated), ``D(y)`` as for ``mix`` (one UNet pass per
+         tile before the fit); the gradient goes through the frozen classifier (one forward
+         and backward pass per tile per DIP step). The features carry what the classifier
+         learned of CIFAR-10's natural images; the relative error makes lam unit-free.
 
 ``lam = 0`` is plain DIP bit for bit: no UNet is evaluated and no random number is drawn
 (the guidance noise comes from its own per-image generator, stream ``GUIDANCE_STREAM``).
@@ -52,6 +59,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..cifarnet import load_classifier
 from ..ddpm.checkpoint import load_model
 from ..ddpm.diffusion import Diffusion, to_model_space, to_unit
 from ..ddpm.sample import observation_start, sample, t_for_sigma
@@ -63,7 +71,7 @@ from .registry import Problem, TrainingVariant, VariantRun, register_variant
 from .run import fitter_arguments, make_problem, training_variant
 from .table import TABLE_COLUMNS, ssim_of, table_row
 
-FORMS = ("red", "mix")
+FORMS = ("red", "mix", "perc")
 # The random stream of the guidance noise: fit.py uses 0..2 for one image, targets.py 3.
 GUIDANCE_STREAM = 4
 # Columns the variant adds to TABLE_COLUMNS: UNet evaluations per DIP step and up to the
@@ -74,12 +82,16 @@ GUIDED_DEFAULTS = {
     "lam": None,  # required: 0 is plain DIP
     "checkpoint": None,  # the DDPM checkpoint (training or exported weights)
     "guidance_sigma": 0.05,  # red: noise std (range 1) added before D; sets t_g
+    "classifier": None,  # perc: the CifarNet weights whose features the penalty compares
     "tile": 32,
     "stride": 16,
 }
 BLENDING = "separable sin^2(pi (n + 1/2) / tile) window, normalised by the summed weights"
 
 Denoiser = Callable[[torch.Tensor], torch.Tensor]
+# A step's penalty: the output (detached) -> (the penalty per image (K,), lam times its
+# gradient with respect to the output).
+Penalty = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 # ------------------------------------------------------------------------------- tiles
@@ -108,6 +120,23 @@ def blend_window(height: int, width: int) -> torch.Tensor:
     return axis(height)[:, None] * axis(width)[None, :]
 
 
+def cut_tiles(
+    images: torch.Tensor, tile: int = 32, stride: int = 16
+) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """The (N * tiles, C, th, tw) tiles of ``images`` (N, C, H, W), image-major, and their
+    (y, x) offsets: tiles start every ``stride`` pixels plus one flush with the far edge
+    (an axis shorter than ``tile`` is one tile of its own length)."""
+    if images.ndim != 4:
+        raise ValueError(f"images must be (N, C, H, W); got shape {tuple(images.shape)}")
+    n, c, height, width = images.shape
+    th, tw = min(tile, height), min(tile, width)
+    offsets = [
+        (y, x) for y in tile_starts(height, th, stride) for x in tile_starts(width, tw, stride)
+    ]
+    tiles = torch.stack([images[:, :, y : y + th, x : x + tw] for y, x in offsets], dim=1)
+    return tiles.reshape(n * len(offsets), c, th, tw), offsets
+
+
 def tiles_per_image(height: int, width: int, tile: int = 32, stride: int = 16) -> int:
     """How many tiles ``denoise_by_tiles`` cuts one (height, width) image into."""
     return len(tile_starts(height, tile, stride)) * len(tile_starts(width, tile, stride))
@@ -118,21 +147,15 @@ def denoise_by_tiles(
 ) -> torch.Tensor:
     """``denoiser`` applied to ``tile`` x ``tile`` tiles of ``images`` (N, C, H, W), blended.
 
-    All tiles of all images go to ``denoiser`` in one (N * tiles, C, tile, tile) batch,
-    image-major. Tiles start every ``stride`` pixels plus one flush with the far edge (an
-    axis shorter than ``tile`` is one tile of its own length); overlaps are blended with
+    All tiles of all images (``cut_tiles``) go to ``denoiser`` in one batch; overlaps are
+    blended with
     ``blend_window`` and normalised by the summed weights, accumulated in float64 so an
     identity denoiser gives the input back exactly.
     """
-    if images.ndim != 4:
-        raise ValueError(f"images must be (N, C, H, W); got shape {tuple(images.shape)}")
-    n, c, height, width = images.shape
-    th, tw = min(tile, height), min(tile, width)
-    offsets = [
-        (y, x) for y in tile_starts(height, th, stride) for x in tile_starts(width, tw, stride)
-    ]
-    tiles = torch.stack([images[:, :, y : y + th, x : x + tw] for y, x in offsets], dim=1)
-    out = denoiser(tiles.reshape(n * len(offsets), c, th, tw))
+    n, c, height, width = images.shape if images.ndim == 4 else (0, 0, 0, 0)
+    tiles, offsets = cut_tiles(images, tile, stride)
+    th, tw = tiles.shape[-2:]
+    out = denoiser(tiles)
     if tuple(out.shape) != (n * len(offsets), c, th, tw):
         raise ValueError(
             f"the denoiser returned shape {tuple(out.shape)} for tiles of shape "
@@ -218,27 +241,81 @@ def guidance_generators(seeds: Sequence[int]) -> list[torch.Generator]:
 # ----------------------------------------------------------------------- the guided fitter
 
 
-class GuidedDIPFitter(DIPFitter):
-    """``DIPFitter`` whose step also minimises ``lam * mean((f(z) - target(f(z)))^2)`` per
-    image, ``target`` computed without gradient from the step's output (a fixed target).
+def fixed_target_penalty(target: Denoiser, lam: float) -> Penalty:
+    """``mean((f - target(f))^2)`` per image, ``target(f)`` computed without gradient from
+    the step's own output (a fixed target): its gradient is ``2 (f - target) / pixels``."""
 
-    The penalty's gradient, ``2 lam (f - target) / pixels``, is added where the network's
-    output receives its gradient (a hook on the output), so ``DIPFitter.step`` runs
-    unchanged: the loss it returns and the PSNR backtracking watches stay the data term,
-    and with ``lam = 0`` or no ``target`` no hook is attached (plain DIP, bit for bit).
-    ``last_penalty`` (K,) is the penalty of the latest step (NaN when unguided).
+    @torch.no_grad()
+    def penalty(output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        diff = output - target(output)
+        values = diff.square().flatten(1).mean(1)
+        return values, diff.mul_(2.0 * lam / diff[0].numel())
+
+    return penalty
+
+
+def feature_penalty(
+    features: Callable[[torch.Tensor], torch.Tensor],
+    reference: torch.Tensor,
+    lam: float,
+    tile: int = 32,
+    stride: int = 16,
+) -> Penalty:
+    """``||phi(f) - phi(r)||^2 / ||phi(r)||^2`` per image, ``phi`` the concatenated
+    ``features`` of every tile (``cut_tiles``) and ``r`` the fixed ``reference`` images;
+    its gradient goes through ``features`` (whose parameters it leaves alone)."""
+
+    def phi(images: torch.Tensor) -> torch.Tensor:
+        return features(cut_tiles(images, tile, stride)[0]).reshape(len(images), -1)
+
+    with torch.no_grad():
+        target = phi(reference)
+        scale = target.square().sum(1).clamp_min(torch.finfo(target.dtype).tiny)
+
+    def penalty(output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.enable_grad():
+            x = output.detach().requires_grad_(True)
+            values = (phi(x) - target).square().sum(1) / scale
+            (grad,) = torch.autograd.grad(values.sum(), x)
+        return values.detach(), grad.mul_(lam)
+
+    return penalty
+
+
+class GuidedDIPFitter(DIPFitter):
+    """``DIPFitter`` whose step also minimises ``lam * penalty(f(z))`` per image: a
+    ``Penalty`` (``penalty``), or ``fixed_target_penalty(target, lam)`` for a denoiser
+    ``target`` (RED).
+
+    The penalty's gradient is added where the network's output receives its gradient (a
+    hook on the output), so ``DIPFitter.step`` runs unchanged: the loss it returns and the
+    PSNR backtracking watches stay the data term, and with ``lam = 0`` or no penalty no
+    hook is attached (plain DIP, bit for bit). ``last_penalty`` (K,) is the penalty of the
+    latest step, without lam (NaN when unguided).
     """
 
-    def __init__(self, *args, target: Denoiser | None = None, lam: float = 0.0, **kwargs):
+    def __init__(
+        self,
+        *args,
+        target: Denoiser | None = None,
+        penalty: Penalty | None = None,
+        lam: float = 0.0,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         if not (math.isfinite(lam) and lam >= 0):
             raise ValueError(f"lam must be a finite number >= 0; got {lam!r}")
-        self.target, self.lam = target, float(lam)
+        if target is not None and penalty is not None:
+            raise ValueError("give the guided fitter a target or a penalty, not both")
+        self.lam = float(lam)
+        if target is not None:
+            penalty = fixed_target_penalty(target, self.lam)
+        self.penalty = penalty
         self.last_penalty = torch.full((self.num_images,), math.nan)
 
     @property
     def guided(self) -> bool:
-        return self.target is not None and self.lam > 0
+        return self.penalty is not None and self.lam > 0
 
     def _forward(self, inputs: torch.Tensor) -> torch.Tensor:
         output = super()._forward(inputs)
@@ -247,11 +324,8 @@ class GuidedDIPFitter(DIPFitter):
         return output
 
     def _add_penalty_gradient(self, output: torch.Tensor) -> None:
-        with torch.no_grad():
-            fixed = self.target(output.detach())
-            diff = output.detach() - fixed
-            self.last_penalty = diff.square().flatten(1).mean(1).cpu()
-            extra = diff.mul_(2.0 * self.lam / diff[0].numel())
+        values, extra = self.penalty(output.detach())
+        self.last_penalty = values.cpu()
         output.register_hook(lambda grad: grad + extra)
 
 
@@ -355,7 +429,8 @@ class GuidedDip(TrainingVariant):
     default). ``params`` (``rule_params``): ``form`` (``red`` or ``mix``), ``lam``
     (required; ``mix`` needs it in [0, 1]), ``checkpoint`` (the DDPM, required when
     ``lam > 0``; it must be trained up to the step it is used at), ``guidance_sigma``
-    (``red``: the noise std, range 1, that sets ``t_g``), ``tile`` and ``stride``.
+    (``red``: the noise std, range 1, that sets ``t_g``), ``classifier`` (``perc``: the
+    CifarNet weights file), ``tile`` and ``stride``.
     """
 
     defaults = GUIDED_DEFAULTS
@@ -377,16 +452,23 @@ class GuidedDip(TrainingVariant):
         tile_starts(self.tile, self.tile, self.stride)
         if self.lam > 0 and params["checkpoint"] is None:
             raise ValueError("the guided variant needs rule_params checkpoint when lam > 0")
+        if self.form == "perc" and self.lam > 0 and params["classifier"] is None:
+            raise ValueError("guided form 'perc' needs rule_params classifier when lam > 0")
 
     def fit(self, problem: Problem) -> VariantRun:
         height, width = problem.clean.shape[-2:]
         tiles = tiles_per_image(height, width, self.tile, self.stride)
         denoiser = self._denoiser(problem.device)
         target, step_t, observation_t, target_psnr = problem.observed, None, None, None
-        fitter_kwargs = {}
+        fitter_kwargs, classifier_tiles = {}, 0
         if denoiser is not None and self.form == "mix":
             target, observation_t = self._mixed_target(denoiser, problem)
             target_psnr = _psnr_per_image(target, problem.clean)
+        elif denoiser is not None and self.form == "perc":
+            reference, observation_t = self._denoised_observation(denoiser, problem)
+            target_psnr = _psnr_per_image(reference, problem.clean)
+            fitter_kwargs = {"penalty": self._feature_penalty(reference), "lam": self.lam}
+            classifier_tiles = tiles
         elif denoiser is not None:
             step_t = self._guidance_step(denoiser)
             gens = guidance_generators(problem.seeds)
@@ -428,7 +510,11 @@ class GuidedDip(TrainingVariant):
             "tiles_per_image": tiles,
             "unet_evals_per_step": per_step * len(problem.seeds),
             "unet_evals_total": counted,
-            "mixed_target_psnr": None if target_psnr is None else target_psnr.tolist(),
+            # mix: the mixed target's PSNR; perc: that of D(y), the features' reference.
+            "target_psnr": None if target_psnr is None else target_psnr.tolist(),
+            "classifier": self.params.get("classifier") if self.form == "perc" else None,
+            # perc: one forward and backward pass of the classifier per tile and image.
+            "classifier_evals_per_step": classifier_tiles * len(problem.seeds),
             "output": "ema",
             "guided_iters": run.total_iters,
             "guided_seconds": run.seconds,
@@ -452,16 +538,28 @@ class GuidedDip(TrainingVariant):
     def _guidance_step(self, denoiser: DdpmDenoiser) -> int:
         return denoiser.checked_step(t_for_sigma(denoiser.diffusion, self.guidance_sigma))
 
-    def _mixed_target(self, denoiser: DdpmDenoiser, problem: Problem) -> tuple[torch.Tensor, int]:
+    def _denoised_observation(
+        self, denoiser: DdpmDenoiser, problem: Problem
+    ) -> tuple[torch.Tensor, int]:
+        """D(y) and its step, for the forms that denoise the observation itself."""
         if problem.operator.kind != "denoise":
             raise ValueError(
-                f"guided form 'mix' denoises the observation itself: it needs a denoising "
-                f"task; got {problem.operator.kind!r}"
+                f"guided form {self.form!r} denoises the observation itself: it needs a "
+                f"denoising task; got {problem.operator.kind!r}"
             )
         denoiser.checked_step(t_for_sigma(denoiser.diffusion, float(problem.sigma_task)))
-        denoised, t = denoiser.denoise_observation(problem.observed, float(problem.sigma_task))
+        return denoiser.denoise_observation(problem.observed, float(problem.sigma_task))
+
+    def _mixed_target(self, denoiser: DdpmDenoiser, problem: Problem) -> tuple[torch.Tensor, int]:
+        denoised, t = self._denoised_observation(denoiser, problem)
         mixed = (1.0 - self.lam) * problem.observed + self.lam * denoised
         return mixed, t
+
+    def _feature_penalty(self, reference: torch.Tensor) -> Penalty:
+        """The perceptual penalty against D(y) on the frozen classifier's features."""
+        classifier, _ = load_classifier(self.params["classifier"], reference.device)
+        classifier.requires_grad_(False)
+        return feature_penalty(classifier.features, reference, self.lam, self.tile, self.stride)
 
 
 def _check_form_and_lam(form: object, lam: object) -> tuple[str, float]:

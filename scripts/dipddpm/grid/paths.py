@@ -81,8 +81,9 @@ _AXES = [
     Axis(
         "guide_form",
         "gform",
-        "red|mix",
-        "how the DDPM guides a DIP fit (red: regulariser; mix: target mixing; none: plain DIP)",
+        "red|mix|perc",
+        "how the DDPM guides a DIP fit (red: regulariser; mix: target mixing; perc: "
+        "perceptual loss to the DDPM-denoised observation; none: plain DIP)",
     ),
     Axis("guide_lam", "glam", FLOAT, "weight of the DDPM's guidance of a DIP fit (0: plain DIP)"),
 ]

@@ -41,6 +41,7 @@ log = logging.getLogger("dipddpm")
 FORM_KEYS = {
     "red": ("guidance_sigma", "tile", "stride"),
     "mix": ("tile", "stride"),
+    "perc": ("tile", "stride"),
     grid.NONE: ("tile", "stride"),
 }
 DIP_KEYS = ("lr", "reg_noise_std", "exp_weight", "backtrack")
@@ -76,9 +77,11 @@ def run_cell(
     out_table,
     out_trajectory,
     out_json,
+    classifier=None,
 ) -> None:
     """Fit one guided cell (``guided``: ``iters``, the form's keys and, at lam 0, the DDPM-
-    alone chain's ``chain``) and write its rows, the fit's trajectory and its record."""
+    alone chain's ``chain``) and write its rows, the fit's trajectory and its record.
+    ``classifier``: the CifarNet weights of form ``perc``."""
     torch.set_num_threads(max(1, int(threads)))
     data, task, operator = load_observation(degraded_npz, degraded_json)
     if task["kind"] != "denoise":
@@ -94,7 +97,7 @@ def run_cell(
         {k: v for k, v in arch.items() if k != "kind"},
         [int(cell["dip_seed"])] * len(data["observed"]),
         int(guided["iters"]),
-        rule_params(cell, guided, ckpt),
+        rule_params(cell, guided, ckpt, classifier),
         lr=float(dip["lr"]),
         reg_noise_std=float(dip["reg_noise_std"]),
         exp_weight=float(dip["exp_weight"]),
@@ -124,13 +127,17 @@ def run_cell(
     save_csv(out_table, grid.stamp(table, cell))
 
 
-def rule_params(cell: dict, guided: dict, ckpt) -> dict:
+def rule_params(cell: dict, guided: dict, ckpt, classifier=None) -> dict:
     """The variant's keys: the cell's form and lam, the checkpoint when it guides (lam 0
-    never reads it) and the settings' form keys. Lam 0 is form-independent: it runs the
-    default form, which does nothing at lam 0."""
+    never reads it), the classifier of form perc and the settings' form keys. Lam 0 is
+    form-independent: it runs the default form, which does nothing at lam 0."""
     lam = float(cell["guide_lam"])
     form = GUIDED_DEFAULTS["form"] if cell["guide_form"] == grid.NONE else cell["guide_form"]
     params = {"form": form, "lam": lam, "checkpoint": str(ckpt) if lam > 0 else None}
+    if form == "perc":
+        if classifier is None:
+            raise ValueError("a guided cell of form 'perc' needs the classifier's weights")
+        params["classifier"] = str(classifier)
     return params | {key: guided[key] for key in FORM_KEYS["red"] if key in guided}
 
 
