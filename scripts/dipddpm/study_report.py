@@ -120,6 +120,14 @@ PARTS = (
         "earlystop_loo",
     ),
     Part(
+        "earlystop_ablations",
+        "Example 2: ablations of the progressive rule",
+        "earlystop",
+        "ablations.md",
+        (),
+        "earlystop_ablations",
+    ),
+    Part(
         "earlystop_guided",
         "Example 2: DDPM-guided DIP",
         "earlystop",
