@@ -148,12 +148,11 @@ def denoise_by_tiles(
     """``denoiser`` applied to ``tile`` x ``tile`` tiles of ``images`` (N, C, H, W), blended.
 
     All tiles of all images (``cut_tiles``) go to ``denoiser`` in one batch; overlaps are
-    blended with
-    ``blend_window`` and normalised by the summed weights, accumulated in float64 so an
-    identity denoiser gives the input back exactly.
+    blended with ``blend_window`` and normalised by the summed weights, accumulated in
+    float64 so an identity denoiser gives the input back exactly.
     """
-    n, c, height, width = images.shape if images.ndim == 4 else (0, 0, 0, 0)
     tiles, offsets = cut_tiles(images, tile, stride)
+    n, c, height, width = images.shape
     th, tw = tiles.shape[-2:]
     out = denoiser(tiles)
     if tuple(out.shape) != (n * len(offsets), c, th, tw):
@@ -426,7 +425,7 @@ class GuidedDip(TrainingVariant):
     """DIP with the trained DDPM as a learned denoiser (see the module docstring).
 
     ``settings``: ``final_iters`` (the run's length; the cell's plain fit gets the same by
-    default). ``params`` (``rule_params``): ``form`` (``red`` or ``mix``), ``lam``
+    default). ``params`` (``rule_params``): ``form`` (``red``, ``mix`` or ``perc``), ``lam``
     (required; ``mix`` needs it in [0, 1]), ``checkpoint`` (the DDPM, required when
     ``lam > 0``; it must be trained up to the step it is used at), ``guidance_sigma``
     (``red``: the noise std, range 1, that sets ``t_g``), ``classifier`` (``perc``: the
