@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 import torch
 
+from dipddpm.device import use_deterministic_kernels
 from dipddpm.dip import DIPFitter, fit_dip, psnr_from_mse
 from dipddpm.dip.recording import WindowVariance
 from dipddpm.operators import Operator
@@ -231,3 +232,40 @@ def test_window_variance_tracks_a_float64_variance_over_many_windows():
         last = torch.stack(frames[-5:]).double()
         expected = last.var(dim=0, unbiased=False).flatten(1).mean(1)
         torch.testing.assert_close(value, expected, rtol=1e-9, atol=0)
+
+
+def _deterministic_fit(fill_uninitialized_memory: bool) -> dict[str, np.ndarray]:
+    clean, noisy = _images(2)
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.utils.deterministic.fill_uninitialized_memory,
+    )
+    try:
+        use_deterministic_kernels()
+        torch.utils.deterministic.fill_uninitialized_memory = fill_uninitialized_memory
+        result = fit_dip(
+            noisy, Operator("denoise"), "skip", TINY, [3, 4], iters=12,
+            snapshots=[6, 12], clean=clean, progress=False,
+        )  # fmt: skip
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.utils.deterministic.fill_uninitialized_memory = before[2]
+    return {"loss": result.trajectory["loss"].to_numpy(), **result.snapshots}
+
+
+def test_deterministic_kernels_skip_the_nan_fill_and_change_no_bit():
+    # A DIP job runs with use_deterministic_kernels (no NaN fill of new tensors, about 5 %
+    # of a step); the fill only exposes reads of unwritten memory, and a fit has none.
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    use_deterministic_kernels()
+    try:
+        assert torch.are_deterministic_algorithms_enabled()
+        assert not torch.utils.deterministic.fill_uninitialized_memory
+    finally:
+        use_deterministic_kernels(False)
+    assert torch.utils.deterministic.fill_uninitialized_memory
+    without, with_fill = _deterministic_fit(False), _deterministic_fit(True)
+    assert without.keys() == with_fill.keys()
+    for key in without:
+        np.testing.assert_array_equal(without[key], with_fill[key], err_msg=key)

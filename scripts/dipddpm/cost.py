@@ -34,7 +34,7 @@ from torch import nn
 from .ddpm.diffusion import Diffusion
 from .ddpm.sample import SampleResult, sample
 from .ddpm.unet import build_unet, unet_config
-from .device import describe_device, pick_device
+from .device import describe_device, pick_device, use_deterministic_kernels
 from .dip.fit import DIPFitter
 from .io import load_json, save_json
 from .operators import Operator
@@ -105,11 +105,13 @@ def _deterministic_like_a_dip_job() -> Iterator[None]:
     # CUDA); the calibration must pay what the job pays.
     enabled = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    fill = torch.utils.deterministic.fill_uninitialized_memory
+    use_deterministic_kernels()
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+        torch.utils.deterministic.fill_uninitialized_memory = fill
 
 
 def _device(device: str | torch.device) -> torch.device:

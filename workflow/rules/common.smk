@@ -17,9 +17,6 @@ os.environ.update(
 )
 from dipddpm import grid  # noqa: E402
 from dipddpm.logs import log_to  # noqa: E402
-from dipddpm.stages.ddpm import method_name, store_model  # noqa: E402
-from dipddpm.stages.dip import store_prior  # noqa: E402
-from dipddpm.stages.generation_metrics import store_classifier  # noqa: E402
 from dipddpm.config import ConfigError, load_schema, validate_config  # noqa: E402
 
 SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
@@ -35,6 +32,15 @@ validate(config, str(SCHEMA))
 
 wildcard_constraints:
     **grid.wildcard_constraints(),
+
+
+# Which ready job Snakemake starts first (higher first; unlisted rules 0). On a machine with
+# few cores the long chains must start early: the data they read, then DDPM training (every
+# sampling cell waits for it), the early-stopping fits (a plain fit, then the cells reading
+# it) and the DIP fits. The many short jobs (sampling, scoring, tables) then fill the cores
+# at the end instead of one core idling behind a lone long fit. Order only: no result
+# depends on it.
+PRIORITY = {"data": 50, "training": 40, "earlystop": 30, "dip": 20}
 
 
 TABLE_NAMES = [
@@ -281,14 +287,20 @@ def _kept(stored: str, sources: dict[str, str]) -> dict[str, str]:
     return {} if os.path.exists(stored) else sources
 
 
+# The stores' bodies import their stages (and torch) only when a store job runs: every
+# Snakemake start (a dry run, the lint, each spawned `run` job) parses this file.
 def keep_model(input, output, log):
     """store_model's body (a `run` rule: see there why not a script)."""
+    from dipddpm.stages.ddpm import store_model
+
     with log_to(log[0]):
         store_model(input.get("checkpoint"), output[0])
 
 
 def keep_prior(input, output, log):
     """store_prior's body (a `run` rule: see store_model why not a script)."""
+    from dipddpm.stages.dip import store_prior
+
     with log_to(log[0]):
         store_prior(input.get("npz"), input.get("metrics"), output.npz, output.metrics)
 
@@ -644,6 +656,8 @@ def stored_classifier_source(wildcards):
 
 def keep_classifier(input, output, log):
     """store_classifier's body (a `run` rule: see store_model why not a script)."""
+    from dipddpm.stages.generation_metrics import store_classifier
+
     with log_to(log[0]):
         store_classifier(
             input.get("weights"), input.get("json"), output.weights, output.json
@@ -700,7 +714,7 @@ def generation_score_identity(kind):
     def identity(wildcards):
         setting = grid.setting_of(kind, dict(wildcards))
         if kind is grid.SAMPLE:
-            method = method_name(setting["start"], float(setting["lam"]))
+            method = grid.method_name(setting["start"], float(setting["lam"]))
             return grid.setting_identity(setting, method)
         noise = {"purpose": "generation", "start": "noise", "t0": config["ddpm"]["T"]}
         return grid.setting_identity(setting | noise, "ddpm-noise")

@@ -14,6 +14,7 @@ rule prepare_dataset:
         meta=grid.CLEAN.file("meta.json"),
     log:
         grid.CLEAN.log,
+    priority: PRIORITY["data"]
     conda:
         "../../environment.yml"
     threads: 1
@@ -38,6 +39,7 @@ rule degrade:
         ),
     log:
         grid.OBSERVATION.log,
+    priority: PRIORITY["data"]
     conda:
         "../../environment.yml"
     threads: 1

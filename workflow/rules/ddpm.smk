@@ -31,6 +31,7 @@ for _steps, _checkpoints in grid.training_runs(config).items():
             grid.TRAIN.benchmark
         wildcard_constraints:
             train_steps=str(_steps),
+        priority: PRIORITY["training"]
         conda:
             "../../environment.yml"
         # One thread per job: on a small CPU two 1-thread jobs beat one 2-thread job, and

@@ -22,6 +22,7 @@ rule fit_dip:
         grid.DIP.log,
     benchmark:
         grid.DIP.benchmark
+    priority: PRIORITY["dip"]
     group:
         "dip"
     conda:

@@ -16,6 +16,7 @@ rule earlystop_plain:
         grid.EARLYSTOP_PLAIN.log,
     benchmark:
         grid.EARLYSTOP_PLAIN.benchmark
+    priority: PRIORITY["earlystop"]
     group:
         "earlystop"
     conda:
@@ -47,6 +48,7 @@ rule earlystop:
         grid.EARLYSTOP.log,
     benchmark:
         grid.EARLYSTOP.benchmark
+    priority: PRIORITY["earlystop"]
     group:
         "earlystop"
     conda:

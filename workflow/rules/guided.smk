@@ -30,6 +30,7 @@ rule earlystop_guided_cell:
         grid.GUIDED.log,
     benchmark:
         grid.GUIDED.benchmark
+    priority: PRIORITY["earlystop"]
     group:
         "earlystop"
     conda:

@@ -275,6 +275,13 @@ def kind_of(path: str | Path) -> Kind:
     raise ValueError(f"{path} is not inside a cell folder")
 
 
+def method_name(start: str, lam: float) -> str:
+    """The ``method`` column of a sampling cell: how its chain starts and whether DIP guides it."""
+    if start == "dip":
+        return "dip-guided" if lam > 0 else "dip+ddpm"
+    return f"ddpm-{start}"
+
+
 def full_identity(cell: Mapping[str, Any], method: str | None = None) -> dict[str, str]:
     """Every identity column, ``none`` where the axis does not apply to this cell."""
     row = {column: NONE for column in IDENTITY_COLUMNS}

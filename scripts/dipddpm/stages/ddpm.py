@@ -175,12 +175,6 @@ def start_point(start: str, diffusion, data: dict, task: dict, prior, t0: str, g
     raise ValueError(f"start must be one of {STARTS}; got {start!r}")
 
 
-def method_name(start: str, lam: float) -> str:
-    if start == "dip":
-        return "dip-guided" if lam > 0 else "dip+ddpm"
-    return f"ddpm-{start}"
-
-
 def load_for_sampling(ckpt, device: str, threads: int):
     """(EMA model, diffusion, checkpoint meta, device) for a sampling job."""
     torch.set_num_threads(max(1, int(threads)))
@@ -247,7 +241,7 @@ def run_sample_cell(
     t_start, result = restore(cell, (model, diffusion, meta), ckpt, data, task, operator, prior)
     chain_nfe = result.nfe // k
     metrics = per_image_metrics(result.mean, data["clean"])
-    method = method_name(start, lam)
+    method = grid.method_name(start, lam)
     dip_iters = int(cell["iters"]) if start == "dip" else 0
     calibration = merge_calibrations([load_calibration(p) for p in calibration_json])
     cost = cost_columns(calibration, cell["arch"], cell["preset"], dip_iters, chain_nfe, k)

@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from .. import grid
-from ..device import describe_device, pick_device
+from ..device import describe_device, pick_device, use_deterministic_kernels
 from ..dip.fit import fit_dip
 from ..io import image_grid, load_json, load_npz, save_csv, save_json, save_npz, save_png
 from ..metrics import per_image_metrics
@@ -51,7 +51,7 @@ def run_dip_cell(
     architecture's hyperparameters; ``fit`` the dip config's fitting keys.
     """
     torch.set_num_threads(max(1, int(threads)))
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    use_deterministic_kernels()
     data, task = load_npz(degraded_npz), load_json(degraded_json)
     operator = Operator.from_arrays(data, task)
     dev = pick_device(device)
