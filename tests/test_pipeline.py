@@ -135,6 +135,32 @@ def test_second_run_has_nothing_to_do(root, workdir, full_run):
     assert "Nothing to be done" in again.stdout + again.stderr
 
 
+def started_rules(result) -> list[str]:
+    """The rules of a run's jobs in the order Snakemake started them."""
+    text = result.stdout + result.stderr
+    return [
+        line.split()[-1].rstrip(":")
+        for line in text.splitlines()
+        if line.startswith(("rule ", "localrule ")) and line.endswith(":")
+    ]
+
+
+def test_long_chains_start_before_the_short_jobs(full_run):
+    # The rules' priorities (common.smk PRIORITY): DDPM training, the early-stopping fits and
+    # the DIP fits start as soon as their data exist, before any sampling or scoring job,
+    # which then fill the cores at the end of the run (without them, Snakemake ran the
+    # sampling cells as soon as one prior existed and left long fits for the end).
+    order = started_rules(full_run)
+    long_fits = [
+        i
+        for i, rule in enumerate(order)
+        if rule.startswith("train_ddpm") or rule in ("earlystop_plain", "earlystop", "fit_dip")
+    ]
+    assert len(long_fits) >= 4, order
+    assert max(long_fits) < order.index("sample_ddpm"), order
+    assert order.index("train_ddpm") < order.index("fit_dip"), order
+
+
 def test_rows_name_their_cells_and_tables_never_pool(workdir, full_run):
     cells = pd.read_csv(workdir / "results/tables/all_cells.csv", dtype=str)
     assert set(grid.IDENTITY_COLUMNS) <= set(cells.columns)
